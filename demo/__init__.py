@@ -1,0 +1,1 @@
+"""The procedural glyph dataset the bundled demo models are trained on."""

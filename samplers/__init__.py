@@ -1,0 +1,1 @@
+"""Pure-torch sampling math: noise schedules, diffusion steps, guidance. No ComfyUI imports."""

@@ -1,0 +1,1 @@
+"""VQ and multi-scale VQ autoencoders. No ComfyUI imports."""

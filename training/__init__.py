@@ -1,0 +1,1 @@
+"""Training scripts for the bundled demo models (run from the repo root: python -m training.<name>)."""
