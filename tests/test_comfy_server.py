@@ -10,8 +10,8 @@ import io
 import pytest
 from PIL import Image
 
-from comfy_harness import (PACK_DIR_NAME, PromptRejected, import_failures, introspect_pack,
-                           tracebacks)
+from comfy_harness import (PACK_DIR_NAME, ExecutionFailed, PromptRejected, import_failures,
+                           introspect_pack, tracebacks)
 
 pytestmark = pytest.mark.comfy
 
@@ -117,3 +117,28 @@ def test_bogus_prompt_is_rejected_and_server_keeps_serving(comfy):
     assert '"EmptyImage"' in png.info["prompt"]
     assert '"harness"' in png.info["workflow"]
     assert [im.size for im in comfy.images(outputs)] == [(16, 8)]
+
+
+def test_runtime_error_names_the_node_and_server_recovers(comfy):
+    """A node raising during execution surfaces as ExecutionFailed with its message."""
+    (comfy.input_dir / "tn_not_an_image.png").write_text("this is not a PNG")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "tn_not_an_image.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "tn_never"}},
+    }
+    with pytest.raises(ExecutionFailed) as exc:
+        comfy.run(prompt, timeout=120)
+    assert "node 1 (LoadImage)" in str(exc.value)
+    assert any(kind == "execution_error" for kind, _ in exc.value.messages)
+    assert comfy.run(_save_image_prompt(width=8), timeout=120)["2"]["images"]
+
+
+def test_websocket_reports_execution(comfy):
+    outputs, messages = comfy.run_with_messages(_save_image_prompt(width=8, prefix="tn_ws"), timeout=120)
+    kinds = [m["type"] for m in messages]
+    assert "execution_start" in kinds
+    executed = [m["data"] for m in messages if m["type"] == "executed"]
+    assert [e["node"] for e in executed] == ["2"]
+    assert executed[0]["output"]["images"] == outputs["2"]["images"]
+    comfy.interrupt()  # nothing running: must be a harmless no-op
+    assert comfy.queue_state()["queue_running"] == []
