@@ -22,7 +22,8 @@ def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, phi: float) -> to
     if phi == 0:
         return guided
     dims = list(range(1, guided.ndim))
-    x_r = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    # A constant prediction (std 0, e.g. a zero-initialised network) must not turn into 0/0 = NaN.
+    x_r = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-12))
     return phi * x_r + (1 - phi) * guided
 
 

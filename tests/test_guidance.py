@@ -99,3 +99,11 @@ def test_batch_of_sigmas_with_rescale_matches_per_sample():
     for i in range(2):
         one = guided_denoise(x[i:i + 1], float(sigmas[i]), cond, uncond, scale=4.0, rescale=0.5)
         assert torch.allclose(d[i:i + 1], one, atol=1e-5)
+
+
+def test_rescale_of_a_constant_prediction_is_finite():
+    # A zero-initialised DiT predicts eps = 0 everywhere: std(guided) = 0 must not give NaN.
+    guided = torch.zeros(2, 3, 4, 4)
+    cond = torch.zeros(2, 3, 4, 4)
+    out = rescale_guidance(guided, cond, 0.7)
+    assert torch.isfinite(out).all() and out.abs().max() == 0

@@ -1,0 +1,121 @@
+"""Shared ComfyUI glue: model folders, bundled weights, errors that name node and input, progress with previews."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+
+log = logging.getLogger("tokens_and_noise")
+
+PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLED_DIR = os.path.join(PACK_DIR, "weights")
+CATEGORY = "Tokens & Noise"
+
+# Model folders (ComfyUI/models/<name>); users can remap them in extra_model_paths.yaml.
+CHECKPOINT_EXTENSIONS = {".pt", ".pth", ".ckpt", ".bin", ".safetensors"}
+DENOISER_FOLDER = "diffusion_models" if "diffusion_models" in folder_paths.folder_names_and_paths else "unet"
+for _name in ("vq", "ar"):
+    if _name not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[_name] = ([os.path.join(folder_paths.models_dir, _name)], CHECKPOINT_EXTENSIONS)
+
+
+class NodeInputError(ValueError):
+    """An error a user can fix, phrased as 'NODE: input NAME: what is wrong; what was expected'."""
+
+    def __init__(self, node: str, input_name: str, message: str):
+        super().__init__(f"{node}: input '{input_name}': {message}")
+
+
+def bundled(kind: str) -> list[str]:
+    """Bundled weight files whose name starts with tn_<something> and whose metadata kind is `kind`."""
+    from safetensors import safe_open
+    names = []
+    if os.path.isdir(BUNDLED_DIR):
+        for name in sorted(os.listdir(BUNDLED_DIR)):
+            if not name.endswith(".safetensors"):
+                continue
+            try:
+                with safe_open(os.path.join(BUNDLED_DIR, name), "pt") as f:
+                    if (f.metadata() or {}).get("tn_kind") == kind:
+                        names.append(name)
+            except Exception:  # a damaged bundled file must not break the node list
+                log.warning("bundled weight file %s is unreadable", name)
+    return names
+
+
+def choices(kind: str, folder: str) -> list[str]:
+    """Bundled files of `kind` first, then the user's files in ComfyUI's `folder` model folder."""
+    return bundled(kind) + [n for n in folder_paths.get_filename_list(folder) if n not in bundled(kind)]
+
+
+def resolve(node: str, input_name: str, name: str, kind: str, folder: str) -> str:
+    """Path of a bundled file or of a file in a model folder, or a NodeInputError naming where it looked."""
+    if name in bundled(kind):
+        return os.path.join(BUNDLED_DIR, name)
+    path = folder_paths.get_full_path(folder, name)
+    if path is None or not os.path.isfile(path):
+        dirs = folder_paths.get_folder_paths(folder)
+        raise NodeInputError(node, input_name, f"model file '{name}' not found in the bundled weights or in {dirs}")
+    return path
+
+
+DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """'auto' is fp32 on the CPU and the device's preferred half type elsewhere."""
+    if DTYPES.get(choice) is not None:
+        return DTYPES[choice]
+    if device.type == "cpu":
+        return torch.float32
+    return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float16
+
+
+class Progress:
+    """ComfyUI progress bar with optional JPEG previews; every update also honours the Cancel button."""
+
+    def __init__(self, total: int):
+        self.total = max(int(total), 1)
+        self.bar = comfy.utils.ProgressBar(self.total)
+
+    def update(self, step: int, preview: torch.Tensor | None = None):
+        """step: steps done; preview: an image [H,W,3] or [B,H,W,3] in 0..1 (first of the batch shown)."""
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        payload = None
+        if preview is not None:
+            from PIL import Image
+            img = preview[0] if preview.ndim == 4 else preview
+            arr = (img.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype("uint8")
+            pil = Image.fromarray(arr)
+            if max(pil.size) < 256:  # tiny demo images: enlarge so the preview is visible
+                s = 256 // max(pil.size)
+                pil = pil.resize((pil.width * s, pil.height * s), Image.NEAREST)
+            payload = ("JPEG", pil, 512)
+        self.bar.update_absolute(min(step, self.total), self.total, payload)
+
+
+def latent_to_rgb(latent: torch.Tensor, factors, bias=None) -> torch.Tensor | None:
+    """Cheap preview: [B,C,H,W] latent -> [B,H,W,3] in 0..1 with a linear map (ComfyUI's Latent2RGB idea)."""
+    if factors is None:
+        return None
+    f = torch.tensor(factors, dtype=torch.float32)
+    rgb = torch.einsum("bchw,cr->bhwr", latent.float().cpu(), f)
+    if bias is not None:
+        rgb = rgb + torch.tensor(bias, dtype=torch.float32)
+    else:
+        rgb = (rgb + 1.0) / 2.0
+    return rgb.clamp(0, 1)
+
+
+def tooltips(node_cls) -> None:
+    """Fail fast at import if a node lacks a description or a tooltip (the pack's own contract)."""
+    assert node_cls.DESCRIPTION, node_cls.__name__
+    for section in node_cls.INPUT_TYPES().values():
+        for name, spec in section.items():
+            assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_cls.__name__}.{name} has no tooltip"
+    assert len(node_cls.OUTPUT_TOOLTIPS) == len(node_cls.RETURN_TYPES), node_cls.__name__
