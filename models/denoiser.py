@@ -80,6 +80,10 @@ class DenoiserNet(nn.Module):
         if not torch.isfinite(x).all():
             raise ValueError("the latent contains NaN or Inf values: check the sampler's latent input")
         b, c = x.shape[:2]
+        s = self.info.latent_size
+        if x.ndim != 4 or x.shape[1:] != (self.info.latent_channels, s, s):
+            raise ValueError(f"this denoiser works on latents of {self.info.latent_channels}x{s}x{s} (channels x height x width), "
+                             f"got {'x'.join(map(str, x.shape[1:]))}: start from TN Empty Latent, or an image of the size it was trained on")
         y = self.labels(y, b, x.device)
         t = timestep.reshape(-1).to(x.device).float().expand(b) if timestep.numel() == 1 else timestep.reshape(-1).float()
         if self.info.prediction == "sit_velocity":
