@@ -10,11 +10,10 @@ L2-normalises q and k with a learned per-head temperature exp(min(s, log 100)) (
 import logging
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +52,14 @@ class SelfAttention(nn.Module):
         self.register_buffer("zero_k_bias", torch.zeros(C))
         self.proj = nn.Linear(C, C)
 
-    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None,
-                kv_cache: Optional[tuple[torch.Tensor, torch.Tensor]] = None, start: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None,
+                kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0) -> torch.Tensor:
         """x [B,l,C] -> [B,l,C]. With `kv_cache` (two preallocated [B,H,L,hd] buffers) the new keys/values are
         written at positions start:start+l and the queries attend to positions 0:start+l."""
         B, l, C = x.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        q, k, v = F.linear(x, self.mat_qkv.weight, bias).view(B, l, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, l, hd)
+        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, l, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, l, hd)
         if self.l2_norm:
             q = F.normalize(q, dim=-1).mul(self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp())
             k = F.normalize(k, dim=-1)
@@ -98,8 +98,8 @@ class AdaLNSelfAttn(nn.Module):
         (gamma1, gamma2, scale1, scale2, shift1, shift2)."""
         return self.ada_gss + cond if self.shared_aln else self.ada_lin(cond).view(-1, 1, 6, self.C)
 
-    def forward(self, x: torch.Tensor, ada: torch.Tensor, attn_bias: Optional[torch.Tensor] = None,
-                kv_cache: Optional[tuple[torch.Tensor, torch.Tensor]] = None, start: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ada: torch.Tensor, attn_bias: torch.Tensor | None = None,
+                kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0) -> torch.Tensor:
         gamma1, gamma2, scale1, scale2, shift1, shift2 = ada.unbind(2)  # 6 x (B, 1, C)
         x = x + self.attn(self.ln_wo_grad(x).mul(scale1 + 1).add_(shift1), attn_bias, kv_cache, start).mul_(gamma1)
         return x + self.ffn(self.ln_wo_grad(x).mul(scale2 + 1).add_(shift2)).mul(gamma2)
@@ -173,7 +173,8 @@ class VAR(nn.Module):
     def from_state_dict(cls, sd: dict[str, torch.Tensor]) -> "VAR":
         """Build and strictly load from an official (bare) state dict."""
         model = cls(cls.config_from_state_dict(sd))
-        buffers = {k: v for k, v in model.state_dict().items() if k == "lvl_1L" or k.endswith(("attn_bias_for_masking", "zero_k_bias"))}
+        derived = ("lvl_1L", "attn_bias_for_masking", "zero_k_bias")
+        buffers = {k: v for k, v in model.state_dict().items() if k.endswith(derived)}
         model.load_state_dict({**buffers, **sd}, strict=True)  # derived buffers may be absent from stripped files
         return model.eval().requires_grad_(False)
 
@@ -207,7 +208,10 @@ class VAR(nn.Module):
         return self.logits(x, head_ada)
 
     def forward(self, class_ids: torch.Tensor, x_BLCv_wo_first_l: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing (no condition dropout): class_ids [B], next-scale inputs [B,L-first_l,Cvae] -> logits [B,L,V]."""
+        """Teacher forcing without condition dropout.
+
+        class_ids [B], next-scale inputs [B,L-first_l,Cvae] (VARVQVAE.teacher_forcing_input) -> logits [B,L,V].
+        """
         B = class_ids.shape[0]
         cond, ada, head_ada = self.conditioning(class_ids)
         sos = cond.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)

@@ -11,7 +11,8 @@ running f_hat is updated, so every later scale is teacher-forced on the known co
 scale is the full-resolution mask resized bilinearly to pn x pn and thresholded at 0.5; scales with at most
 3 tokens are kept entirely.
 """
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 
 class VARResult(NamedTuple):
     tokens: list[torch.Tensor]  # K token maps [B,pn,pn] long
-    f_hat: torch.Tensor  # [B,Cvae,pn_K,pn_K] float32; decode with vqvae.decode_fhat (differs from the tokens' f_hat under more_smooth)
+    # [B,Cvae,pn_K,pn_K] float32; decode with vqvae.decode_fhat (under more_smooth it is not the tokens' f_hat)
+    f_hat: torch.Tensor
 
 
 def top_k_top_p_filter_(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
@@ -41,19 +43,19 @@ def top_k_top_p_filter_(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0
     return logits
 
 
-def _multinomial(probs_BlV: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+def _multinomial(probs_BlV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One sample per row, drawn on CPU so a seed gives the same tokens on any device -> [B,l] long."""
     B, l, V = probs_BlV.shape
     idx = torch.multinomial(probs_BlV.float().cpu().view(-1, V), 1, replacement=True, generator=generator)
     return idx.view(B, l).to(probs_BlV.device)
 
 
-def _gumbel(shape: torch.Size, generator: Optional[torch.Generator], device) -> torch.Tensor:
+def _gumbel(shape: torch.Size, generator: torch.Generator | None, device) -> torch.Tensor:
     """Gumbel(0,1) noise -log(Exp(1)) drawn on CPU (official `gumbel_softmax_with_rng`)."""
     return -torch.empty(shape).exponential_(generator=generator).log().to(device)
 
 
-def edit_masks(token_mask: Union[torch.Tensor, Sequence[torch.Tensor]], patch_nums: Sequence[int],
+def edit_masks(token_mask: torch.Tensor | Sequence[torch.Tensor], patch_nums: Sequence[int],
                batch: int, device) -> list[torch.Tensor]:
     """Per-scale keep masks [B,pn,pn] bool from a full-resolution mask [h,w] / [B,h,w] (1 = keep the given
     token), resized as the official zero-shot edit demo does; a list of K per-scale masks is used as given."""
@@ -80,10 +82,10 @@ def edit_masks(token_mask: Union[torch.Tensor, Sequence[torch.Tensor]], patch_nu
 
 @torch.no_grad()
 def generate_var(var, vqvae, class_ids: torch.Tensor, cfg_scale: float = 1.5, top_k: int = 900, top_p: float = 0.96,
-                 more_smooth: bool = False, generator: Optional[torch.Generator] = None,
-                 prefix_tokens: Optional[Sequence[torch.Tensor]] = None,
-                 token_mask: Optional[Union[torch.Tensor, Sequence[torch.Tensor]]] = None,
-                 callback: Optional[Callable[[int, torch.Tensor], None]] = None) -> VARResult:
+                 more_smooth: bool = False, generator: torch.Generator | None = None,
+                 prefix_tokens: Sequence[torch.Tensor] | None = None,
+                 token_mask: torch.Tensor | Sequence[torch.Tensor] | None = None,
+                 callback: Callable[[int, torch.Tensor], None] | None = None) -> VARResult:
     """Class-conditional next-scale sampling with classifier-free guidance.
 
     var: models.var.VAR; vqvae: tokenizers.var_vqvae.VARVQVAE (same codebook).

@@ -8,12 +8,12 @@ the phi-processed maps into f_hat and runs the convolutional decoder (Algorithm 
 """
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-def _level(blocks: list, attns: list, resample_name: str = "", resample: Optional[nn.Module] = None) -> nn.Module:
+def _level(blocks: list, attns: list, resample_name: str = "", resample: nn.Module | None = None) -> nn.Module:
     """One resolution level with the official attribute names: block, attn and (up|down)sample."""
     m = nn.Module()
     m.block, m.attn = nn.ModuleList(blocks), nn.ModuleList(attns)
@@ -106,7 +106,8 @@ def _level(blocks: list, attns: list, resample_name: str = "", resample: Optiona
 
 def _mid(c: int, using_mid_sa: bool) -> nn.Module:
     m = nn.Module()
-    m.block_1, m.attn_1, m.block_2 = ResnetBlock(c, c), AttnBlock(c) if using_mid_sa else nn.Identity(), ResnetBlock(c, c)
+    m.block_1, m.block_2 = ResnetBlock(c, c), ResnetBlock(c, c)
+    m.attn_1 = AttnBlock(c) if using_mid_sa else nn.Identity()
     return m
 
 
@@ -194,7 +195,8 @@ class Phi(nn.Conv2d):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         # the quantizer path stays in float32 as in the official code, whatever dtype the VAE runs in
-        return h * (1 - self.ratio) + F.conv2d(h.float(), self.weight.float(), self.bias.float(), padding=1) * self.ratio
+        conv = F.conv2d(h.float(), self.weight.float(), self.bias.float(), padding=1)
+        return h * (1 - self.ratio) + conv * self.ratio
 
 
 class Quantizer(nn.Module):
@@ -271,12 +273,13 @@ class VARVQVAE(nn.Module):
         model.load_state_dict(sd, strict=True)
         return model.eval().requires_grad_(False)
 
-    def resolve_patch_nums(self, image_size: int, patch_nums: Optional[Sequence[int]] = None) -> tuple[int, ...]:
+    def resolve_patch_nums(self, image_size: int, patch_nums: Sequence[int] | None = None) -> tuple[int, ...]:
         """`patch_nums` checked against the latent side, or the official schedule for a 256/512 image."""
         pns = tuple(patch_nums) if patch_nums is not None else default_patch_nums(image_size)
         if image_size % self.downsample or pns[-1] != image_size // self.downsample:
             raise ValueError(f"patch_nums {pns} must end at the latent side {image_size / self.downsample:g} "
-                             f"(image {image_size} / downsample {self.downsample}); default sizes: {sorted(PATCH_NUMS)}")
+                             f"(image {image_size} / downsample {self.downsample}); "
+                             f"default sizes: {sorted(PATCH_NUMS)}")
         return pns
 
     # -- scale-wise residual quantization (official `f_to_idxBl_or_fhat`) --------------------------------
@@ -294,13 +297,13 @@ class VARVQVAE(nn.Module):
         return torch.argmin(torch.addmm(d, z_NC, e.T, alpha=-2, beta=1), dim=1)
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor, patch_nums: Optional[Sequence[int]] = None) -> list[torch.Tensor]:
+    def encode(self, images: torch.Tensor, patch_nums: Sequence[int] | None = None) -> list[torch.Tensor]:
         """images [B,3,H,H] in [-1,1] -> list of K token maps [B,pn,pn] (official `img_to_idxBl`)."""
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
             raise ValueError(f"expected square images [B,3,H,H], got {tuple(images.shape)}")
         pns = self.resolve_patch_nums(images.shape[-1], patch_nums)
         f = self.quant_conv(self.encoder(images.to(self.quant_conv.weight.dtype))).float()
-        B, C, H, W = f.shape
+        B, C = f.shape[:2]
         f_rest, out = f.clone(), []
         for si, pn in enumerate(pns):
             z = f_rest if si == len(pns) - 1 else F.interpolate(f_rest, size=(pn, pn), mode="area")
@@ -336,7 +339,7 @@ class VARVQVAE(nn.Module):
 
     # -- what the transformer loop needs --------------------------------------------------------------
     def next_autoregressive_input(self, si: int, patch_nums: Sequence[int], f_hat: torch.Tensor,
-                                  h_BChw: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                                  h_BChw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Add scale si's embedding h [B,Cvae,pn,pn] into f_hat (in place) and return (f_hat, next input).
 
         The next scale's input is the area-downsample of the running f_hat to patch_nums[si+1] (official
