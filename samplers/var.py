@@ -117,6 +117,9 @@ def generate_var(var, vqvae, class_ids: torch.Tensor, cfg_scale: float = 1.5, to
     if prefix_tokens is not None:
         if len(prefix_tokens) > K:
             raise ValueError(f"prefix_tokens has {len(prefix_tokens)} scales, the model has {K}")
+        for si, (t, pn) in enumerate(zip(prefix_tokens, pns)):
+            if t.numel() != B * pn * pn:
+                raise ValueError(f"prefix_tokens[{si}] must hold [B={B}, {pn}, {pn}] tokens, got {tuple(t.shape)}")
         prefix_tokens = [t.to(device).view(B, pn, pn) for t, pn in zip(prefix_tokens, pns)]
         keep = edit_masks(token_mask, pns, B, device) if token_mask is not None else \
             [torch.ones(B, pn, pn, dtype=torch.bool, device=device) for pn in pns]

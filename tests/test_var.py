@@ -247,6 +247,8 @@ def test_errors_name_what_works(case):
     _, vae, var, _ = case
     with pytest.raises(ValueError, match=r"\[0, "):
         generate_var(var, vae, torch.tensor([var.num_classes + 1]))
+    with pytest.raises(ValueError, match=r"prefix_tokens\[1\]"):
+        generate_var(var, vae, torch.tensor([0]), prefix_tokens=[torch.zeros(1, 1, 1).long(), torch.zeros(1, 3, 3).long()])
     with pytest.raises(ValueError, match="256, 512"):
         default_patch_nums(320)
     with pytest.raises(ValueError, match="latent side"):
