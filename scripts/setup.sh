@@ -23,7 +23,7 @@ TORCH_REQS=(torch==2.14.1 torchvision==0.29.1)
 COMFY_REQS=(torchsde einops "transformers<5" safetensors aiohttp pyyaml pillow scipy tqdm psutil kornia)
 DEV_REQS=(pytest comfy-cli websocket-client)
 
-log() { printf '[setup] %s\n' "$*"; }
+log() { printf '[setup %3ds] %s\n' "$SECONDS" "$*"; }
 pip_q=()
 [[ "${TN_SETUP_QUIET:-0}" == 1 ]] && pip_q=(-q)
 
@@ -101,4 +101,4 @@ if [[ ! -L "$link" ]] || [[ "$(readlink "$link")" != "../.." ]]; then
     log "linked pack: .comfyui/custom_nodes/$PACK_NAME -> repo root"
 fi
 
-log "ready: $VPY, ComfyUI in .comfyui"
+log "ready: .venv/bin/python, ComfyUI in .comfyui"

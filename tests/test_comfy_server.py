@@ -47,6 +47,10 @@ def test_pack_imported_without_errors(comfy):
     assert not import_failures(log), "\n".join(import_failures(log))
     ours = [tb for tb in tracebacks(log) if PACK_DIR_NAME in tb or "tokens_and_noise" in tb]
     assert not ours, "traceback from the pack during start-up:\n" + "\n\n".join(ours)
+    # Loaded exactly once, and never again through the .comfyui/ folder seen via the symlink.
+    timings = [ln for ln in log.splitlines() if "seconds" in ln and PACK_DIR_NAME in ln]
+    assert len(timings) == 1, timings
+    assert f"{PACK_DIR_NAME}/.comfyui" not in log
 
 
 def test_every_node_is_categorised_and_described(tn_info):
