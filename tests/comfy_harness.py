@@ -73,6 +73,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the process that started us dies (Linux
+    PR_SET_PDEATHSIG), so a killed test run leaves no ComfyUI behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def install_pack(comfyui_dir: Path, pack_dir: Path = REPO_ROOT) -> Path | None:
     """Make sure `custom_nodes/comfyui-tokens-and-noise` in `comfyui_dir` is this pack.
 
@@ -138,6 +149,7 @@ class ComfyServer:
         self.proc = subprocess.Popen(
             cmd, cwd=self.comfyui_dir, env=env, stdin=subprocess.DEVNULL,
             stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         deadline = time.monotonic() + timeout
         while True:
