@@ -4,6 +4,7 @@ Published checkpoints come in two shapes: bare state dicts (official DiT/SiT/VAR
 checkpoints such as DiT's `{"model", "ema", "opt", "args"}` or LlamaGen's `{"model", "optimizer", "steps",
 "args": argparse.Namespace}`. Both are unwrapped here; nothing in a file is ever allowed to run code.
 """
+import json
 import logging
 import os
 import pickle
@@ -102,7 +103,8 @@ def load_state_dict(
     with `torch.load(weights_only=True)`, where `allow_globals` (e.g. `argparse.Namespace`) are the only
     extra types permitted. Training checkpoints are unwrapped (prefers "ema", then "model", "state_dict",
     "module") and `module.` / `_orig_mod.` key prefixes are stripped.
-    Returns (state_dict {name: tensor}, metadata {str: str}); raises CheckpointError.
+    Returns (state_dict {name: tensor}, metadata {str: str}); a training checkpoint's argparse.Namespace (if
+    allowed) comes back as JSON in metadata["training_args"] (its plain values only). Raises CheckpointError.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -112,6 +114,10 @@ def load_state_dict(
         obj, metadata = _load_safetensors(path)
     elif suffix in TORCH_SUFFIXES:
         obj, metadata = _load_pickle(path, allow_globals), {}
+        args = obj.get("args") if isinstance(obj, Mapping) else None
+        if args is not None and hasattr(args, "__dict__"):  # training checkpoints store their argparse.Namespace
+            metadata["training_args"] = json.dumps({k: v for k, v in vars(args).items()
+                                                    if isinstance(v, (str, int, float, bool, type(None)))})
     else:
         raise CheckpointError(
             f"unsupported checkpoint extension {suffix!r} for {path!r}; expected one of "

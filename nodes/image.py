@@ -41,3 +41,66 @@ class TN_ImageGrid:
 
 
 NODES = [TN_ImageGrid]
+
+
+class TN_GlyphImages:
+    TITLE = "TN Glyph Images (demo data)"
+    DESCRIPTION = ("Real samples of the procedural glyph dataset the bundled demo models were trained on (digits 0-9 in "
+                   "varied styles, colours and backgrounds), deterministic from the seed: inputs for encode, inpainting and "
+                   "completion, and the reference row of comparisons.")
+    CATEGORY = f"{CATEGORY}/image"
+    FUNCTION = "make"
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("32x32 RGB images.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "class_indices": ("STRING", {"default": "0,1,2,3,4,5,6,7,8,9", "tooltip": "Comma-separated digits, one image each (repeated to batch_size)."}),
+            "batch_size": ("INT", {"default": 10, "min": 1, "max": 4096, "tooltip": "Number of images."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip": "Dataset seed (same seed, same images)."}),
+        }}
+
+    def make(self, class_indices, batch_size, seed):
+        from ..demo.glyphs import CLASS_NAMES, make_batch
+        try:
+            classes = [int(c) for c in class_indices.replace(" ", "").split(",") if c]
+        except ValueError:
+            raise NodeInputError("TN_GlyphImages", "class_indices", f"expected comma-separated integers, got {class_indices!r}") from None
+        if not classes or any(not 0 <= c < len(CLASS_NAMES) for c in classes):
+            raise NodeInputError("TN_GlyphImages", "class_indices", f"expected classes in 0..{len(CLASS_NAMES) - 1}, got {class_indices!r}")
+        labels = [classes[i % len(classes)] for i in range(batch_size)]
+        images, _ = make_batch(batch_size, seed, classes=labels)
+        return (images.movedim(1, -1).contiguous(),)
+
+
+class TN_RectMask:
+    TITLE = "TN Rectangle Mask"
+    DESCRIPTION = "A MASK that is 1 (regenerate) inside a rectangle given in fractions of the image, 0 elsewhere."
+    CATEGORY = f"{CATEGORY}/image"
+    FUNCTION = "mask"
+    RETURN_TYPES = ("MASK",)
+    OUTPUT_TOOLTIPS = ("[1,H,W] mask; 1 = the area to regenerate.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        f = lambda d, tip: ("FLOAT", {"default": d, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": tip})  # noqa: E731
+        return {"required": {
+            "width": ("INT", {"default": 32, "min": 1, "max": 16384, "tooltip": "Mask width in pixels (the image's)."}),
+            "height": ("INT", {"default": 32, "min": 1, "max": 16384, "tooltip": "Mask height in pixels (the image's)."}),
+            "left": f(0.0, "Left edge as a fraction of the width."),
+            "top": f(0.5, "Top edge as a fraction of the height (0.5 = the bottom half)."),
+            "right": f(1.0, "Right edge as a fraction of the width."),
+            "bottom": f(1.0, "Bottom edge as a fraction of the height."),
+        }}
+
+    def mask(self, width, height, left, top, right, bottom):
+        if right <= left or bottom <= top:
+            raise NodeInputError("TN_RectMask", "right", f"the rectangle is empty: expected left < right and top < bottom, got "
+                                 f"left {left}, right {right}, top {top}, bottom {bottom}")
+        m = torch.zeros(1, height, width)
+        m[:, round(top * height):round(bottom * height), round(left * width):round(right * width)] = 1.0
+        return (m,)
+
+
+NODES += [TN_GlyphImages, TN_RectMask]

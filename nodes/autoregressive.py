@@ -1,0 +1,450 @@
+"""Autoregressive nodes: VQ tokenizers, the raster token decoder (LlamaGen) and the VAR scale-wise decoder.
+
+Types: TN_VQ (a tokenizer), TN_AR_MODEL (a transformer), TN_TOKENS (token ids; a dict, see `tokens_dict`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+
+import comfy.model_management
+import comfy.model_patcher
+
+from ..models.checkpoint import CheckpointError, load_state_dict
+from ..models.llamagen_gpt import LlamaGenGPT
+from ..models.var import VAR
+from ..samplers.ar import generate_raster
+from ..samplers.var import generate_var
+from ..tokenizers.llamagen_vq import LlamaGenVQ
+from ..tokenizers.var_vqvae import VARVQVAE, default_patch_nums
+from .common import CATEGORY, DTYPES, NodeInputError, Progress, choices, pick_dtype, resolve
+
+CAT = f"{CATEGORY}/autoregressive"
+FAMILIES = {"llamagen": "LlamaGen (raster)", "var": "VAR (scale-wise)"}
+
+
+def _family(sd: dict, kind: str) -> str | None:
+    """Which published family a state dict belongs to, from its keys."""
+    if kind == "vq":
+        if "quantize.embedding.weight" in sd and "encoder.conv_in.weight" in sd:
+            return "var" if any(k.startswith("quantize.quant_resi") for k in sd) else "llamagen"
+    else:
+        if "tok_embeddings.weight" in sd and "layers.0.attention.wqkv.weight" in sd:
+            return "llamagen"
+        if "class_emb.weight" in sd and "blocks.0.attn.mat_qkv.weight" in sd:
+            return "var"
+    return None
+
+
+def _load(node, input_name, path, kind):
+    """state dict + metadata + family, or a NodeInputError that says what the file is instead."""
+    try:
+        sd, meta = load_state_dict(path, allow_globals=[argparse.Namespace])
+    except CheckpointError as e:
+        raise NodeInputError(node, input_name, str(e)) from None
+    fam = _family(sd, kind)
+    if fam is None:
+        other = "vq" if kind == "ar" else "ar"
+        hint = (f"it looks like a {'tokenizer' if other == 'vq' else 'transformer'}: load it with "
+                f"{'TN VQ Loader' if other == 'vq' else 'TN AR Model Loader'}") if _family(sd, other) else \
+            ("it looks like a DiT/SiT denoiser: load it with TN Denoiser Loader" if "x_embedder.proj.weight" in sd else "unknown layout")
+        want = "a LlamaGen VQ (vq_ds16_c2i.pt) or VAR VQ-VAE (vae_ch160v4096z32.pth)" if kind == "vq" else \
+            "a LlamaGen c2i GPT (c2i_*.pt) or VAR transformer (var_d*.pth)"
+        raise NodeInputError(node, input_name, f"{os.path.basename(path)} is not {want}: {hint}")
+    return sd, meta, fam
+
+
+class _Loaded:
+    """A network managed by ComfyUI (loaded to the compute device on use, offloaded when idle)."""
+
+    def __init__(self, net, family, name, meta):
+        self.net, self.family, self.name, self.meta = net, family, name, meta
+        self.patcher = comfy.model_patcher.ModelPatcher(net, load_device=comfy.model_management.get_torch_device(),
+                                                        offload_device=comfy.model_management.unet_offload_device())
+
+    def ready(self) -> torch.device:
+        comfy.model_management.load_models_gpu([self.patcher])
+        return self.patcher.load_device
+
+    @property
+    def dtype(self):
+        return next(self.net.parameters()).dtype
+
+
+class TNVQ(_Loaded):
+    @property
+    def codebook_size(self) -> int:
+        return self.net.codebook_size if self.family == "llamagen" else self.net.vocab_size
+
+    def patch_nums(self, image_size: int, given=None):
+        if given is None and "patch_nums" in self.meta:
+            given = json.loads(self.meta["patch_nums"])
+        return self.net.resolve_patch_nums(image_size, given)
+
+    def encode(self, images: torch.Tensor, patch_nums=None) -> dict:
+        """IMAGE [B,H,W,3] in 0..1 -> TN_TOKENS (VAR: patch_nums from the argument, the file, or 256/512 defaults)."""
+        device = self.ready()
+        x = images.movedim(-1, 1).to(device, self.dtype) * 2 - 1
+        with torch.no_grad():
+            if self.family == "llamagen":
+                return tokens_dict("llamagen", self.net.encode(x).cpu(), self)
+            pns = self.patch_nums(x.shape[-1], patch_nums)
+            return tokens_dict("var", [m.cpu() for m in self.net.encode(x, pns)], self)
+
+    def decode(self, tokens: dict) -> torch.Tensor:
+        """TN_TOKENS -> IMAGE [B,H,W,3] in 0..1."""
+        device = self.ready()
+        with torch.no_grad():
+            if tokens.get("f_hat") is not None:  # VAR with more_smooth: the image is the soft mix, not the ids
+                img = self.net.decode_fhat(tokens["f_hat"].to(device, self.dtype))
+            elif self.family == "llamagen":
+                img = self.net.decode_indices(tokens["tokens"].to(device))
+            else:
+                img = self.net.decode_indices([m.to(device) for m in tokens["tokens"]])
+        return ((img.float() + 1) / 2).clamp(0, 1).movedim(1, -1).cpu()
+
+
+class TNARModel(_Loaded):
+    @property
+    def num_classes(self) -> int:
+        return self.net.num_classes
+
+    @property
+    def vocab_size(self) -> int:
+        return self.net.config.vocab_size if self.family == "llamagen" else self.net.cfg.vocab_size
+
+    def class_names(self) -> list[str]:
+        if "class_names" in self.meta:
+            return json.loads(self.meta["class_names"])
+        from .diffusion import imagenet_names
+        return imagenet_names(self.num_classes)
+
+
+def tokens_dict(family: str, tokens, vq: TNVQ, f_hat=None) -> dict:
+    """TN_TOKENS: {"family", "tokens": [B,h,w] (llamagen) or K maps [B,pn,pn] (var), "f_hat", "codebook_size", "vq"}."""
+    return {"family": family, "tokens": tokens, "f_hat": f_hat, "codebook_size": vq.codebook_size, "vq": vq.name}
+
+
+def _dtype_input():
+    return (list(DTYPES), {"default": "auto", "tooltip": "auto: fp32 on CPU, bf16/fp16 on GPUs. The tokenizer math stays exact in fp32."})
+
+
+class TN_VQLoader:
+    TITLE = "TN VQ Loader"
+    DESCRIPTION = ("Loads a VQ tokenizer unchanged from the published file: LlamaGen vq_ds16_c2i.pt / vq_ds8_c2i.pt / "
+                   "vq_ds16_t2i.pt, VAR vae_ch160v4096z32.pth, or a bundled demo tokenizer. Put files in models/vq.")
+    CATEGORY = CAT
+    FUNCTION = "load"
+    RETURN_TYPES = ("TN_VQ",)
+    OUTPUT_TOOLTIPS = ("The tokenizer (image <-> token ids).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vq_name": (choices("vq", "vq"), {"tooltip": "Bundled tn_* tokenizers first, then files in models/vq."}),
+                             "weight_dtype": _dtype_input()}}
+
+    def load(self, vq_name, weight_dtype):
+        path = resolve("TN_VQLoader", "vq_name", vq_name, "vq", "vq")
+        sd, meta, fam = _load("TN_VQLoader", "vq_name", path, "vq")
+        try:
+            net = (LlamaGenVQ if fam == "llamagen" else VARVQVAE).from_state_dict(sd)
+        except (ValueError, RuntimeError) as e:
+            raise NodeInputError("TN_VQLoader", "vq_name", f"{vq_name}: {e}") from None
+        dtype = torch.float32 if weight_dtype == "auto" else DTYPES[weight_dtype]  # exact codes unless asked otherwise
+        return (TNVQ(net.to(dtype).eval().requires_grad_(False), fam, vq_name, meta),)
+
+
+class TN_ARModelLoader:
+    TITLE = "TN AR Model Loader"
+    DESCRIPTION = ("Loads an autoregressive transformer unchanged from the published file: LlamaGen class-conditional GPT "
+                   "(c2i_B_256.pt ... c2i_3B_384.pt, training checkpoints or bare state dicts), VAR var_d16.pth ... var_d30.pth, "
+                   "var_d36.pth, or a bundled demo model. The architecture is inferred from the tensor shapes. Put files in models/ar.")
+    CATEGORY = CAT
+    FUNCTION = "load"
+    RETURN_TYPES = ("TN_AR_MODEL",)
+    OUTPUT_TOOLTIPS = ("The transformer.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model_name": (choices("ar", "ar"), {"tooltip": "Bundled tn_* models first, then files in models/ar."}),
+                             "weight_dtype": _dtype_input()}}
+
+    def load(self, model_name, weight_dtype):
+        path = resolve("TN_ARModelLoader", "model_name", model_name, "ar", "ar")
+        sd, meta, fam = _load("TN_ARModelLoader", "model_name", path, "ar")
+        try:
+            if fam == "llamagen":
+                overrides = {k: int(meta[m]) for k, m in (("n_head", "n_head"), ("block_size", "block_size")) if m in meta}
+                args = json.loads(meta["training_args"]) if "training_args" in meta else None
+                net = LlamaGenGPT.from_state_dict(sd, args=args, **overrides)
+            else:
+                net = VAR.from_state_dict(sd)
+        except (ValueError, RuntimeError) as e:
+            raise NodeInputError("TN_ARModelLoader", "model_name", f"{model_name}: {e}") from None
+        dtype = pick_dtype(weight_dtype, comfy.model_management.get_torch_device())
+        return (TNARModel(net.to(dtype).eval().requires_grad_(False), fam, model_name, meta),)
+
+
+class TN_VQEncode:
+    TITLE = "TN VQ Encode"
+    DESCRIPTION = "Encodes an IMAGE into token ids (LlamaGen: one token grid; VAR: the residual token maps of every scale)."
+    CATEGORY = CAT
+    FUNCTION = "encode"
+    RETURN_TYPES = ("TN_TOKENS",)
+    OUTPUT_TOOLTIPS = ("Token ids, for TN VQ Decode or as the tokens to keep in the AR decoders.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vq": ("TN_VQ", {"tooltip": "From TN VQ Loader."}),
+                             "image": ("IMAGE", {"tooltip": "RGB images of a size the tokenizer supports."})},
+                "optional": {"patch_nums": ("STRING", {"default": "auto", "tooltip": (
+                    "VAR tokenizers only: the scales, e.g. 1,2,3,4,5,6,8,10,13,16. auto = from the tokenizer file, else "
+                    "VAR's schedule for 256 or 512 px images (must end at image size / 16).")})}}
+
+    def encode(self, vq, image, patch_nums="auto"):
+        if image.ndim != 4 or image.shape[-1] != 3:
+            raise NodeInputError("TN_VQEncode", "image", f"expected RGB images [B,H,W,3], got {list(image.shape)} "
+                                 "(remove an alpha channel first)")
+        h, w = image.shape[1:3]
+        ds = vq.net.downsample
+        if vq.family == "var" and h != w:
+            raise NodeInputError("TN_VQEncode", "image", f"VAR tokenizers take square images, got {w}x{h}")
+        pns = None
+        if vq.family == "var" and patch_nums.strip() not in ("", "auto"):
+            try:
+                pns = [int(p) for p in patch_nums.replace(" ", "").split(",") if p]
+            except ValueError:
+                raise NodeInputError("TN_VQEncode", "patch_nums", f"expected comma-separated integers or auto, got {patch_nums!r}") from None
+        try:
+            return (vq.encode(image, pns),)
+        except ValueError as e:
+            raise NodeInputError("TN_VQEncode", "image", f"{vq.name}: {e}") from None
+
+
+class TN_VQDecode:
+    TITLE = "TN VQ Decode"
+    DESCRIPTION = "Decodes token ids back into an IMAGE with the tokenizer that made them."
+    CATEGORY = CAT
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("Decoded images in 0..1.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vq": ("TN_VQ", {"tooltip": "From TN VQ Loader: the tokenizer the tokens belong to."}),
+                             "tokens": ("TN_TOKENS", {"tooltip": "From TN VQ Encode or an AR decoder."})}}
+
+    def decode(self, vq, tokens):
+        _check_tokens("TN_VQDecode", "tokens", tokens, vq)
+        return (vq.decode(tokens),)
+
+
+def _check_tokens(node, input_name, tokens, vq):
+    if tokens["family"] != vq.family or tokens["codebook_size"] != vq.codebook_size:
+        raise NodeInputError(node, input_name, f"these tokens come from {tokens['vq']} ({FAMILIES[tokens['family']]}, "
+                             f"{tokens['codebook_size']} codes); expected tokens of {vq.name} ({FAMILIES[vq.family]}, {vq.codebook_size} codes)")
+
+
+def _check_pair(node, model, vq, family):
+    if model.family != family:
+        other = "TN VAR Scale Decoder" if model.family == "var" else "TN AR Token Decoder"
+        raise NodeInputError(node, "model", f"{model.name} is a {FAMILIES[model.family]} model; use it with {other}")
+    if vq.family != model.family:
+        raise NodeInputError(node, "vq", f"{vq.name} is a {FAMILIES[vq.family]} tokenizer but {model.name} is a "
+                             f"{FAMILIES[model.family]} model; expected a {model.family} tokenizer")
+    if vq.codebook_size != model.vocab_size:
+        raise NodeInputError(node, "vq", f"codebook of {vq.name} has {vq.codebook_size} codes but {model.name} predicts "
+                             f"{model.vocab_size}: expected the tokenizer the model was trained with")
+    if family == "var" and vq.net.Cvae != model.net.cfg.Cvae:
+        raise NodeInputError(node, "vq", f"{vq.name} has {vq.net.Cvae}-dim codes, {model.name} expects {model.net.cfg.Cvae}")
+
+
+def _class_ids(node, model, class_index, batch_size, allow_null=True):
+    if batch_size < 1:
+        raise NodeInputError(node, "batch_size", f"must be at least 1, got {batch_size}")
+    n = model.num_classes
+    if not -1 <= class_index < n or (class_index == -1 and not allow_null):
+        valid = f"0..{n - 1}" + (" or -1 (unconditional)" if allow_null else "")
+        raise NodeInputError(node, "class_index", f"{class_index} is out of range for {model.name}: expected {valid}")
+    return torch.full((batch_size,), n if class_index == -1 else class_index, dtype=torch.long)
+
+
+def _keep_mask(node, mask, size_hw, batch):
+    """ComfyUI MASK (1 = regenerate) at image resolution -> keep mask [B,h,w] bool on the token grid."""
+    m = mask if mask.ndim == 3 else mask.unsqueeze(0)
+    if m.shape[0] not in (1, batch):
+        raise NodeInputError(node, "mask", f"has {m.shape[0]} masks for a batch of {batch}; expected 1 or {batch}")
+    return m.float(), F.adaptive_avg_pool2d(m.float().unsqueeze(1), size_hw)[:, 0].lt(0.5).expand(batch, *size_hw)
+
+
+def _expand(t: torch.Tensor, batch: int, node: str, input_name: str) -> torch.Tensor:
+    if t.shape[0] == batch:
+        return t
+    if t.shape[0] == 1:
+        return t.expand(batch, *t.shape[1:]).contiguous()
+    raise NodeInputError(node, input_name, f"holds {t.shape[0]} images for a batch of {batch}; expected 1 or {batch}")
+
+
+class TN_ARTokenDecoder:
+    TITLE = "TN AR Token Decoder (raster)"
+    DESCRIPTION = ("Raster-order next-token prediction as LlamaGen: one token at a time with a KV cache, classifier-free "
+                   "guidance on the logits (uncond + (cond - uncond) * cfg, unconditional = the null class), temperature, "
+                   "top-k, top-p. With tokens + mask it completes or inpaints an encoded image (masked area regenerated).")
+    CATEGORY = CAT
+    FUNCTION = "decode"
+    RETURN_TYPES = ("TN_TOKENS", "IMAGE")
+    RETURN_NAMES = ("tokens", "intermediates")
+    OUTPUT_TOOLTIPS = ("Generated token ids (decode with TN VQ Decode).",
+                       "With return_intermediates: the partial image as tokens arrive (unfilled area grey), else the final image.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("TN_AR_MODEL", {"tooltip": "A LlamaGen GPT from TN AR Model Loader."}),
+            "vq": ("TN_VQ", {"tooltip": "The LlamaGen tokenizer the model was trained with."}),
+            "class_index": ("INT", {"default": 0, "min": -1, "max": 100000, "tooltip": "Class to generate; -1 = unconditional (the null class)."}),
+            "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.05, "tooltip": "Guidance scale on the logits; 1 = none (no unconditional pass)."}),
+            "temperature": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 10.0, "step": 0.01, "tooltip": "Softmax temperature (applied before top-k/top-p)."}),
+            "top_k": ("INT", {"default": 0, "min": 0, "max": 1 << 20, "tooltip": "Keep the k most likely tokens; 0 = off; 1 = greedy."}),
+            "top_p": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Nucleus sampling mass; 1 = off."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "tooltip": "Sampling seed (CPU generator: the same tokens on CPU and GPU)."}),
+            "batch_size": ("INT", {"default": 4, "min": 1, "max": 1024, "tooltip": "Number of images."}),
+        }, "optional": {
+            "cfg_interval": ("INT", {"default": -1, "min": -1, "max": 1 << 20, "tooltip": "Guide only the first N+1 tokens (LlamaGen's cfg_interval); -1 = all."}),
+            "tokens": ("TN_TOKENS", {"tooltip": "Tokens of an encoded image to keep (TN VQ Encode)."}),
+            "mask": ("MASK", {"tooltip": "With tokens: 1 = regenerate, 0 = keep (image resolution). Without a mask all given tokens are a prefix."}),
+            "return_intermediates": ("BOOLEAN", {"default": False, "tooltip": "Return ~16 partial images as the intermediates batch."}),
+        }}
+
+    def decode(self, model, vq, class_index, cfg, temperature, top_k, top_p, seed, batch_size,
+               cfg_interval=-1, tokens=None, mask=None, return_intermediates=False):
+        node = "TN_ARTokenDecoder"
+        _check_pair(node, model, vq, "llamagen")
+        class_ids = _class_ids(node, model, class_index, batch_size)
+        grid = int(model.net.config.block_size ** 0.5)
+        seq_len = grid * grid
+        prefix = keep = None
+        if tokens is not None:
+            _check_tokens(node, "tokens", tokens, vq)
+            t = tokens["tokens"]
+            if tuple(t.shape[1:]) != (grid, grid):
+                raise NodeInputError(node, "tokens", f"token grid {tuple(t.shape[1:])} does not match the model's {grid}x{grid}")
+            prefix = _expand(t, batch_size, node, "tokens").reshape(batch_size, seq_len)
+            if mask is not None:
+                keep = _keep_mask(node, mask, (grid, grid), batch_size)[1].reshape(batch_size, seq_len)
+        elif mask is not None:
+            raise NodeInputError(node, "mask", "a mask needs tokens to keep: connect TN VQ Encode to 'tokens'")
+        device = model.ready()
+        vq.ready()
+        progress = Progress(seq_len)
+        every = max(1, seq_len // 16)
+        shots = []
+
+        def preview(done: torch.Tensor) -> torch.Tensor:
+            n = done.shape[1]
+            full = torch.zeros(done.shape[0], seq_len, dtype=torch.long, device=done.device)
+            full[:, :n] = done
+            img = vq.decode(tokens_dict("llamagen", full.reshape(-1, grid, grid), vq))
+            img[:, -(-n // grid) * (img.shape[1] // grid):] = 0.5  # grey out the rows not generated yet
+            return img
+
+        def callback(step, done):
+            if (step + 1) % every == 0 or step + 1 == seq_len:
+                img = preview(done[:1] if not return_intermediates else done)
+                if return_intermediates:
+                    shots.append(img)
+                progress.update(step + 1, img)
+            else:
+                progress.update(step + 1)
+
+        gen = torch.Generator().manual_seed(seed)
+        try:
+            out = generate_raster(model.net, class_ids.to(device), seq_len, cfg_scale=cfg, cfg_interval=cfg_interval,
+                                  temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
+                                  prefix_tokens=None if prefix is None else prefix.to(device),
+                                  token_mask=None if keep is None else keep.to(device), callback=callback)
+        except ValueError as e:
+            raise NodeInputError(node, "class_index" if "class" in str(e) else "tokens", str(e)) from None
+        result = tokens_dict("llamagen", out.reshape(batch_size, grid, grid).cpu(), vq)
+        images = torch.cat(shots) if shots else vq.decode(result)
+        return (result, images)
+
+
+class TN_VARScaleDecoder:
+    TITLE = "TN VAR Scale Decoder"
+    DESCRIPTION = ("Next-scale prediction as VAR: each scale's whole token map at once, coarse to fine, with a KV cache; "
+                   "VAR's guidance ramp (weight cfg*k/(K-1) at scale k, logits (1+t)*cond - t*uncond), top-k / top-p, and "
+                   "Gumbel smoothing (more_smooth). With tokens + mask: zero-shot inpainting, outpainting and class-conditional editing.")
+    CATEGORY = CAT
+    FUNCTION = "decode"
+    RETURN_TYPES = ("TN_TOKENS", "IMAGE")
+    RETURN_NAMES = ("tokens", "intermediates")
+    OUTPUT_TOOLTIPS = ("Generated token maps of every scale (decode with TN VQ Decode).",
+                       "With return_intermediates: the image after each scale, else the final image.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("TN_AR_MODEL", {"tooltip": "A VAR transformer from TN AR Model Loader."}),
+            "vq": ("TN_VQ", {"tooltip": "The VAR multi-scale VQ-VAE the model was trained with."}),
+            "class_index": ("INT", {"default": 0, "min": -1, "max": 100000, "tooltip": "Class to generate; -1 = unconditional (the null class, as VAR's inpainting demo)."}),
+            "cfg": ("FLOAT", {"default": 1.5, "min": 0.0, "max": 100.0, "step": 0.05, "tooltip": "Guidance scale; the weight ramps from 0 at the first scale to cfg at the last (so 1.0 still guides)."}),
+            "top_k": ("INT", {"default": 900, "min": 0, "max": 1 << 20, "tooltip": "Keep the k most likely tokens per position; 0 = off; 1 = greedy."}),
+            "top_p": ("FLOAT", {"default": 0.96, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Nucleus mass; 0 or 1 = off (VAR's convention: <= 0 disables)."}),
+            "more_smooth": ("BOOLEAN", {"default": False, "tooltip": "Gumbel-softmax mix of codebook entries (VAR's more_smooth): smoother images; the image is then no longer a function of the token ids alone."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "tooltip": "Sampling seed (CPU generator: the same tokens on CPU and GPU)."}),
+            "batch_size": ("INT", {"default": 4, "min": 1, "max": 1024, "tooltip": "Number of images."}),
+        }, "optional": {
+            "tokens": ("TN_TOKENS", {"tooltip": "Multi-scale tokens of an encoded image to keep (TN VQ Encode with the same VQ-VAE)."}),
+            "mask": ("MASK", {"tooltip": "With tokens: 1 = regenerate, 0 = keep (image resolution). Without a mask every scale given is kept."}),
+            "return_intermediates": ("BOOLEAN", {"default": False, "tooltip": "Return the image after each scale as the intermediates batch."}),
+        }}
+
+    def decode(self, model, vq, class_index, cfg, top_k, top_p, more_smooth, seed, batch_size,
+               tokens=None, mask=None, return_intermediates=False):
+        node = "TN_VARScaleDecoder"
+        _check_pair(node, model, vq, "var")
+        class_ids = _class_ids(node, model, class_index, batch_size)
+        pns = model.net.cfg.patch_nums
+        prefix = keep = None
+        if tokens is not None:
+            _check_tokens(node, "tokens", tokens, vq)
+            maps = tokens["tokens"]
+            if len(maps) != len(pns) or any(m.shape[-1] != pn for m, pn in zip(maps, pns)):
+                raise NodeInputError(node, "tokens", f"scales {[m.shape[-1] for m in maps]} do not match the model's patch_nums {list(pns)}")
+            prefix = [_expand(m, batch_size, node, "tokens") for m in maps]
+            if mask is not None:
+                keep = 1.0 - _keep_mask(node, mask, (pns[-1], pns[-1]), batch_size)[0]
+                keep = keep.expand(batch_size, -1, -1) if keep.shape[0] == 1 else keep
+        elif mask is not None:
+            raise NodeInputError(node, "mask", "a mask needs tokens to keep: connect TN VQ Encode to 'tokens'")
+        device = model.ready()
+        vq.ready()
+        progress = Progress(len(pns))
+        shots = []
+
+        def callback(si, f_hat):
+            with torch.no_grad():
+                img = ((vq.net.decode_fhat(f_hat.to(vq.dtype)).float() + 1) / 2).clamp(0, 1).movedim(1, -1).cpu()
+            if return_intermediates:
+                shots.append(img)
+            progress.update(si + 1, img)
+
+        gen = torch.Generator().manual_seed(seed)
+        try:
+            res = generate_var(model.net, vq.net, class_ids.to(device), cfg_scale=cfg, top_k=top_k, top_p=top_p,
+                               more_smooth=more_smooth, generator=gen,
+                               prefix_tokens=None if prefix is None else [p.to(device) for p in prefix],
+                               token_mask=None if keep is None else keep.to(device), callback=callback)
+        except ValueError as e:
+            raise NodeInputError(node, "class_index" if "class" in str(e) else "tokens", str(e)) from None
+        result = tokens_dict("var", [t.cpu() for t in res.tokens], vq, f_hat=res.f_hat.cpu() if more_smooth else None)
+        images = torch.cat(shots) if shots else vq.decode(result)
+        return (result, images)
+
+
+NODES = [TN_VQLoader, TN_ARModelLoader, TN_VQEncode, TN_VQDecode, TN_ARTokenDecoder, TN_VARScaleDecoder]
