@@ -263,14 +263,20 @@ def _check_pair(node, model, vq, family):
         raise NodeInputError(node, "vq", f"{vq.name} has {vq.net.Cvae}-dim codes, {model.name} expects {model.net.cfg.Cvae}")
 
 
-def _class_ids(node, model, class_index, batch_size, allow_null=True):
+def _class_ids(node, model, class_index, batch_size, class_indices=""):
+    """[B] class ids (the null class for -1) from one index or a comma-separated list repeated to the batch."""
     if batch_size < 1:
         raise NodeInputError(node, "batch_size", f"must be at least 1, got {batch_size}")
     n = model.num_classes
-    if not -1 <= class_index < n or (class_index == -1 and not allow_null):
-        valid = f"0..{n - 1}" + (" or -1 (unconditional)" if allow_null else "")
-        raise NodeInputError(node, "class_index", f"{class_index} is out of range for {model.name}: expected {valid}")
-    return torch.full((batch_size,), n if class_index == -1 else class_index, dtype=torch.long)
+    name = "class_indices" if class_indices.strip() else "class_index"
+    try:
+        ids = [int(v) for v in class_indices.replace(" ", "").split(",") if v] if class_indices.strip() else [class_index]
+    except ValueError:
+        raise NodeInputError(node, "class_indices", f"expected comma-separated integers, got {class_indices!r}") from None
+    bad = [i for i in ids if not -1 <= i < n]
+    if bad:
+        raise NodeInputError(node, name, f"{bad[0]} is out of range for {model.name}: expected 0..{n - 1} or -1 (unconditional)")
+    return torch.tensor([n if i == -1 else i for i in (ids * batch_size)[:batch_size]], dtype=torch.long)
 
 
 def _keep_mask(node, mask, size_hw, batch):
@@ -314,6 +320,7 @@ class TN_ARTokenDecoder:
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "tooltip": "Sampling seed (CPU generator: the same tokens on CPU and GPU)."}),
             "batch_size": ("INT", {"default": 4, "min": 1, "max": 1024, "tooltip": "Number of images."}),
         }, "optional": {
+            "class_indices": ("STRING", {"default": "", "tooltip": "If set, overrides class_index: comma-separated classes, one per image (repeated to batch_size), e.g. 0,1,2,3."}),
             "cfg_interval": ("INT", {"default": -1, "min": -1, "max": 1 << 20, "tooltip": "Guide only the first N+1 tokens (LlamaGen's cfg_interval); -1 = all."}),
             "tokens": ("TN_TOKENS", {"tooltip": "Tokens of an encoded image to keep (TN VQ Encode)."}),
             "mask": ("MASK", {"tooltip": "With tokens: 1 = regenerate, 0 = keep (image resolution). Without a mask all given tokens are a prefix."}),
@@ -321,10 +328,10 @@ class TN_ARTokenDecoder:
         }}
 
     def decode(self, model, vq, class_index, cfg, temperature, top_k, top_p, seed, batch_size,
-               cfg_interval=-1, tokens=None, mask=None, return_intermediates=False):
+               class_indices="", cfg_interval=-1, tokens=None, mask=None, return_intermediates=False):
         node = "TN_ARTokenDecoder"
         _check_pair(node, model, vq, "llamagen")
-        class_ids = _class_ids(node, model, class_index, batch_size)
+        class_ids = _class_ids(node, model, class_index, batch_size, class_indices)
         grid = int(model.net.config.block_size ** 0.5)
         seq_len = grid * grid
         prefix = keep = None
@@ -399,16 +406,17 @@ class TN_VARScaleDecoder:
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "tooltip": "Sampling seed (CPU generator: the same tokens on CPU and GPU)."}),
             "batch_size": ("INT", {"default": 4, "min": 1, "max": 1024, "tooltip": "Number of images."}),
         }, "optional": {
+            "class_indices": ("STRING", {"default": "", "tooltip": "If set, overrides class_index: comma-separated classes, one per image (repeated to batch_size), e.g. 0,1,2,3."}),
             "tokens": ("TN_TOKENS", {"tooltip": "Multi-scale tokens of an encoded image to keep (TN VQ Encode with the same VQ-VAE)."}),
             "mask": ("MASK", {"tooltip": "With tokens: 1 = regenerate, 0 = keep (image resolution). Without a mask every scale given is kept."}),
             "return_intermediates": ("BOOLEAN", {"default": False, "tooltip": "Return the image after each scale as the intermediates batch."}),
         }}
 
     def decode(self, model, vq, class_index, cfg, top_k, top_p, more_smooth, seed, batch_size,
-               tokens=None, mask=None, return_intermediates=False):
+               class_indices="", tokens=None, mask=None, return_intermediates=False):
         node = "TN_VARScaleDecoder"
         _check_pair(node, model, vq, "var")
-        class_ids = _class_ids(node, model, class_index, batch_size)
+        class_ids = _class_ids(node, model, class_index, batch_size, class_indices)
         pns = model.net.cfg.patch_nums
         prefix = keep = None
         if tokens is not None:

@@ -102,3 +102,107 @@ WORKFLOWS = {
         },
     },
 }
+
+
+# ----------------------------------------------------------------------------------------------- autoregressive
+OFFICIAL_LLAMAGEN = ("To use the published LlamaGen instead: put vq_ds16_c2i.pt in models/vq and c2i_B_256.pt (or L/XL/XXL/3B) "
+                     "in models/ar, choose them in the two loaders, use ImageNet class indices (e.g. 207 = golden retriever), "
+                     "cfg 4.0 and top_k 2000 (the authors' demo) or cfg 1.75-2.0 (their FID settings), and 256x256 images "
+                     "(16x16 tokens) for the completion graphs.")
+OFFICIAL_VAR = ("To use the published VAR instead: put vae_ch160v4096z32.pth in models/vq and var_d16.pth ... var_d30.pth "
+                "(256 px) or var_d36.pth (512 px) in models/ar, choose them in the two loaders, use ImageNet class indices, "
+                "cfg 1.5-4, top_k 900, top_p 0.96 as the authors' demo, and 256x256 images for the editing graphs "
+                "(TN VQ Encode picks VAR's 10-scale schedule for 256 px).")
+
+
+def _ar_loaders(vq, model):
+    return {
+        "vq": ("TN_VQLoader", {"vq_name": vq, "weight_dtype": "auto"}),
+        "ar": ("TN_ARModelLoader", {"model_name": model, "weight_dtype": "auto"}),
+    }
+
+
+def _save_grid(src, prefix, key="", columns=10, scale=4):
+    return {
+        f"grid{key}": ("TN_ImageGrid", {"images": src, "columns": columns, "scale": scale, "padding": 2}),
+        f"save{key}": ("SaveImage", {"images": (f"grid{key}", 0), "filename_prefix": prefix}),
+    }
+
+
+def _raster(**kw):
+    base = {"model": ("ar", 0), "vq": ("vq", 0), "class_index": 0, "cfg": 3.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+            "seed": 3, "batch_size": 10, "class_indices": "", "cfg_interval": -1, "return_intermediates": False}
+    return ("TN_ARTokenDecoder", {**base, **kw})
+
+
+def _scalewise(**kw):
+    base = {"model": ("ar", 0), "vq": ("vq", 0), "class_index": 0, "cfg": 3.0, "top_k": 0, "top_p": 0.95, "more_smooth": False,
+            "seed": 3, "batch_size": 10, "class_indices": "", "return_intermediates": False}
+    return ("TN_VARScaleDecoder", {**base, **kw})
+
+
+DIGIT_COLUMNS = ",".join(str(d) for d in range(10))
+
+WORKFLOWS["llamagen_raster_class_to_image"] = {
+    "note": ("Bundled demo raster AR model (LlamaGen architecture, 8x8 tokens of the bundled VQ tokenizer): 10 samples of "
+             "each digit (columns 0-9), generated one token at a time in raster order with classifier-free guidance on the "
+             "logits. " + OFFICIAL_LLAMAGEN),
+    "nodes": {
+        **_ar_loaders("tn_glyph_vq.safetensors", "tn_glyph_gpt.safetensors"),
+        "gen": _raster(class_indices=DIGIT_COLUMNS, batch_size=100),
+        "img": ("TN_VQDecode", {"vq": ("vq", 0), "tokens": ("gen", 0)}),
+        **_save_grid(("img", 0), "tn_llamagen_raster"),
+    },
+}
+
+WORKFLOWS["var_scalewise_class_to_image"] = {
+    "note": ("Bundled demo VAR model (scales 1,2,3,4,6,8 of the bundled multi-scale VQ-VAE): 10 samples of each digit "
+             "(columns 0-9), predicted coarse to fine, a whole scale at a time, with VAR's guidance ramp. The second image "
+             "shows the first sample of each digit after every scale. " + OFFICIAL_VAR),
+    "nodes": {
+        **_ar_loaders("tn_glyph_msvq.safetensors", "tn_glyph_var.safetensors"),
+        "gen": _scalewise(class_indices=DIGIT_COLUMNS, batch_size=100),
+        "img": ("TN_VQDecode", {"vq": ("vq", 0), "tokens": ("gen", 0)}),
+        **_save_grid(("img", 0), "tn_var_scalewise"),
+        "steps": _scalewise(class_indices=DIGIT_COLUMNS, batch_size=10, return_intermediates=True),
+        **_save_grid(("steps", 1), "tn_var_scalewise_scales", key="_scales"),
+    },
+}
+
+WORKFLOWS["var_inpainting"] = {
+    "note": ("VAR zero-shot inpainting (as in the VAR paper): real glyphs are encoded to multi-scale tokens, the centre is "
+             "masked and regenerated scale by scale, keeping the tokens outside the mask. Rows: originals, masked area "
+             "regenerated for the same class, regenerated as the next digit (class-conditional editing). " + OFFICIAL_VAR),
+    "nodes": {
+        **_ar_loaders("tn_glyph_msvq.safetensors", "tn_glyph_var.safetensors"),
+        "glyphs": ("TN_GlyphImages", {"class_indices": "3", "batch_size": 10, "seed": 11}),
+        "enc": ("TN_VQEncode", {"vq": ("vq", 0), "image": ("glyphs", 0), "patch_nums": "auto"}),
+        "mask": ("TN_RectMask", {"width": 32, "height": 32, "left": 0.25, "top": 0.25, "right": 0.75, "bottom": 0.75}),
+        "inpaint": _scalewise(class_index=3, tokens=("enc", 0), mask=("mask", 0), seed=1),
+        "edit": _scalewise(class_index=8, tokens=("enc", 0), mask=("mask", 0), seed=1),
+        "img_in": ("TN_VQDecode", {"vq": ("vq", 0), "tokens": ("inpaint", 0)}),
+        "img_ed": ("TN_VQDecode", {"vq": ("vq", 0), "tokens": ("edit", 0)}),
+        "b1": ("ImageBatch", {"image1": ("glyphs", 0), "image2": ("img_in", 0)}),
+        "b2": ("ImageBatch", {"image1": ("b1", 0), "image2": ("img_ed", 0)}),
+        **_save_grid(("b2", 0), "tn_var_inpainting"),
+    },
+}
+
+WORKFLOWS["llamagen_raster_completion"] = {
+    "note": ("Raster completion: real glyphs are tokenized, the top half of the tokens is kept and the bottom half is "
+             "generated token by token (raster order can only continue an image downwards). Rows: originals, completed "
+             "as the same digit, completed as another digit. " + OFFICIAL_LLAMAGEN),
+    "nodes": {
+        **_ar_loaders("tn_glyph_vq.safetensors", "tn_glyph_gpt.safetensors"),
+        "glyphs": ("TN_GlyphImages", {"class_indices": "7", "batch_size": 10, "seed": 12}),
+        "enc": ("TN_VQEncode", {"vq": ("vq", 0), "image": ("glyphs", 0), "patch_nums": "auto"}),
+        "mask": ("TN_RectMask", {"width": 32, "height": 32, "left": 0.0, "top": 0.5, "right": 1.0, "bottom": 1.0}),
+        "same": _raster(class_index=7, tokens=("enc", 0), mask=("mask", 0), seed=2),
+        "other": _raster(class_index=1, tokens=("enc", 0), mask=("mask", 0), seed=2),
+        "img_s": ("TN_VQDecode", {"vq": ("vq", 0), "tokens": ("same", 0)}),
+        "img_o": ("TN_VQDecode", {"vq": ("vq", 0), "tokens": ("other", 0)}),
+        "b1": ("ImageBatch", {"image1": ("glyphs", 0), "image2": ("img_s", 0)}),
+        "b2": ("ImageBatch", {"image1": ("b1", 0), "image2": ("img_o", 0)}),
+        **_save_grid(("b2", 0), "tn_llamagen_completion"),
+    },
+}
