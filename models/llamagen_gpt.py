@@ -220,6 +220,8 @@ class LlamaGenGPT(nn.Module):
         Without a cache this is the full causal forward of training: logits[:, t] predicts image token t.
         With a cache, keys/values are written at those positions and attention sees everything before them.
         """
+        if tokens is None and class_ids is None:
+            raise ValueError("forward needs image tokens (B, T), class_ids (B,), or both")
         parts = []
         if class_ids is not None:
             if start_pos != 0:
