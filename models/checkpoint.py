@@ -62,7 +62,7 @@ def _load_pickle(path: str, allow_globals: Iterable) -> object:
         ) from e
 
 
-def _unwrap(obj: object, path: str) -> dict:
+def _unwrap(obj: object, path: str, prefer: tuple[str, ...] = ()) -> dict:
     """Descend through training-checkpoint wrappers to the dict of tensors."""
     for _ in range(4):  # wrappers nest at most a couple of levels deep in practice
         if not isinstance(obj, Mapping):
@@ -71,7 +71,7 @@ def _unwrap(obj: object, path: str) -> dict:
             raise CheckpointError(f"{path!r} holds an empty dict, expected a dict of tensors")
         if all(isinstance(v, torch.Tensor) for v in obj.values()):
             return dict(obj)
-        key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        key = next((k for k in (*prefer, *WRAPPER_KEYS) if isinstance(obj.get(k), Mapping)), None)
         if key is None:
             bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)][:5]
             raise CheckpointError(
@@ -95,14 +95,15 @@ def _strip_prefixes(sd: dict) -> dict:
 
 
 def load_state_dict(
-    path: str | os.PathLike, allow_globals: Iterable = ()
+    path: str | os.PathLike, allow_globals: Iterable = (), prefer: tuple[str, ...] = ()
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Load a state dict on CPU without executing code from the file.
 
     `.safetensors` is read with safetensors (metadata = the header's `__metadata__`); `.pt/.pth/.ckpt/.bin`
     with `torch.load(weights_only=True)`, where `allow_globals` (e.g. `argparse.Namespace`) are the only
     extra types permitted. Training checkpoints are unwrapped (prefers "ema", then "model", "state_dict",
-    "module") and `module.` / `_orig_mod.` key prefixes are stripped.
+    "module"; `prefer` puts other keys first, e.g. ("model",) where the authors' sampler reads "model") and
+    `module.` / `_orig_mod.` key prefixes are stripped.
     Returns (state_dict {name: tensor}, metadata {str: str}); a training checkpoint's argparse.Namespace (if
     allowed) comes back as JSON in metadata["training_args"] (its plain values only). Raises CheckpointError.
     """
@@ -123,7 +124,7 @@ def load_state_dict(
             f"unsupported checkpoint extension {suffix!r} for {path!r}; expected one of "
             f"{list(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}"
         )
-    sd = _strip_prefixes(_unwrap(obj, path))
+    sd = _strip_prefixes(_unwrap(obj, path, tuple(prefer)))
     bad = [k for k in sd if not isinstance(k, str)][:5]
     if bad:
         raise CheckpointError(f"{path!r} has non-string keys {bad}; expected a dict of named tensors")

@@ -1,5 +1,6 @@
 """Safe checkpoint loading: nothing in a file may run code; training checkpoints are unwrapped."""
 import argparse
+import json
 import os
 
 import pytest
@@ -42,7 +43,7 @@ def test_namespace_in_training_checkpoint_needs_allow_list(tmp_path):
     with pytest.raises(CheckpointError, match="argparse.Namespace"):
         load_state_dict(path)
     sd, meta = load_state_dict(path, allow_globals=[argparse.Namespace])
-    assert meta == {}
+    assert json.loads(meta["training_args"]) == {"model": "DiT-S/2", "image_size": 256}  # plain values of args
     assert sd.keys() == _sd().keys()
     assert torch.equal(sd["a.weight"], _sd(1)["a.weight"])  # ema preferred over model
 
@@ -95,3 +96,11 @@ def test_missing_unsupported_and_non_tensor_files(tmp_path):
         torch.save(obj, tmp_path / f"{i}.pt")
         with pytest.raises(CheckpointError, match="dict of tensors"):
             load_state_dict(tmp_path / f"{i}.pt")
+
+
+def test_prefer_overrides_the_ema_default(tmp_path):
+    # LlamaGen's official sampler reads "model" from a GPT training checkpoint even when "ema" is present.
+    path = tmp_path / "c2i.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "ema": {"w": torch.ones(1)}}, path)
+    assert load_state_dict(path)[0]["w"].item() == 1.0
+    assert load_state_dict(path, prefer=("model",))[0]["w"].item() == 0.0
