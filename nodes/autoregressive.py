@@ -43,8 +43,8 @@ def _family(sd: dict, kind: str) -> str | None:
 def _load(node, input_name, path, kind):
     """state dict + metadata + family, or a NodeInputError that says what the file is instead."""
     try:
-        # LlamaGen's sample_c2i.py loads the GPT from "model" even when the training checkpoint also has "ema".
-        sd, meta = load_state_dict(path, allow_globals=[argparse.Namespace], prefer=("model",) if kind == "ar" else ())
+        # LlamaGen's sample_c2i.py loads both the tokenizer and the GPT from "model", even when "ema" is also present.
+        sd, meta = load_state_dict(path, allow_globals=[argparse.Namespace], prefer=("model",))
     except CheckpointError as e:
         raise NodeInputError(node, input_name, str(e)) from None
     fam = _family(sd, kind)
