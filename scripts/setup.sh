@@ -51,7 +51,8 @@ pip_step() {  # pip_step NAME REQ...
         return 0
     fi
     log "pip install ($name): $*"
-    pip_run install "${pip_q[@]}" "$@"
+    # --no-compile: skip byte-compiling all of torch up front (imports compile what they use)
+    pip_run install --no-compile "${pip_q[@]}" "$@"
     rm -f "$VENV/.tn-setup-$name-"*
     touch "$marker"
 }
