@@ -1,0 +1,56 @@
+"""Shared helpers for the demo-model training scripts: seeding, fp16 safetensors export, EMA, logging."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+from safetensors.torch import save_file
+
+HELDOUT_SEED = 1_000_000_007  # real samples for evaluation come from seeds never used in training
+
+
+def save_fp16(model_or_sd: torch.nn.Module | dict[str, torch.Tensor], path: str, metadata: dict[str, object]) -> int:
+    """Save float tensors as fp16 (integer buffers unchanged) with string metadata; returns the file size in bytes."""
+    sd = model_or_sd.state_dict() if isinstance(model_or_sd, torch.nn.Module) else model_or_sd
+    sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(sd, path, metadata=meta)
+    return os.path.getsize(path)
+
+
+class EMA:
+    """Exponential moving average of a model's floating parameters and buffers (decay per step)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, decay: float | None = None) -> None:
+        d = self.decay if decay is None else decay
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].lerp_(v, 1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warmup to `peak`, then cosine decay to peak / 20 at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item()))
+
+
+class Clock:
+    """Wall time since construction, for logs and the train_seconds metadata."""
+
+    def __init__(self):
+        self.start = time.time()
+
+    def __call__(self) -> float:
+        return time.time() - self.start
