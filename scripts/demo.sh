@@ -3,7 +3,7 @@
 # example workflow in workflows/api/ headless through it, save the PNGs (with the prompt and
 # the UI workflow embedded, like SaveImage from the browser) to out/workflows/<stem>/, and stop
 # the server again. Extra arguments go to scripts/run_workflows.py, e.g.
-#   bash scripts/demo.sh --only dit_class_grid
+#   bash scripts/demo.sh --only dit_ddim_class_to_image
 #   bash scripts/demo.sh --comfyui ~/ComfyUI --python ~/ComfyUI/venv/bin/python
 set -euo pipefail
 

@@ -7,7 +7,7 @@ carry both `prompt` and `workflow` chunks exactly like SaveImage from the browse
 back into ComfyUI to get the graph). Images land in <out>/<stem>/.
 
     python scripts/run_workflows.py                       # start .comfyui, run all, stop it
-    python scripts/run_workflows.py --only dit_class_grid --out out/workflows
+    python scripts/run_workflows.py --only dit_ddim_class_to_image --out out/workflows
     python scripts/run_workflows.py --comfyui ~/ComfyUI --python ~/ComfyUI/venv/bin/python
     python scripts/run_workflows.py --server http://127.0.0.1:8188   # use a running server
 
