@@ -1,0 +1,168 @@
+"""Train the demo LlamaGen VQ tokenizer: 32x32 glyphs <-> 8x8 grids of tokens from a 512 x 8 L2-normalised codebook.
+
+python -m training.train_llamagen_vq [--steps 1800] [--max-minutes 40] [--out weights/tn_glyph_vq.safetensors]
+The network is LlamaGen's VQModel (Sun et al. 2024, arXiv:2406.06525, §2.2) at toy size: ch 32, ch_mult (1,1,2),
+one res block per level, z_channels 64, so `LlamaGenVQ.from_state_dict` loads the file strictly. Loss: L1 + MSE on
+pixels in [-1,1], MSE of 4x4 averages (keeps colour), and the VQ-VAE codebook and commitment terms (van den Oord
+et al. 2017, arXiv:1711.00937, eq. 3; beta 0.25 as LlamaGen) on L2-normalised latents and codes (Yu et al. 2022,
+ViT-VQGAN §3.2), with the straight-through estimator. No GAN or perceptual loss: the judge is the metric, so it is
+kept out of the loss. Use --threads 1 on an oversubscribed machine (2 spinning OpenMP threads there run ~5x slower).
+Codes unused for a whole window of steps are re-initialised from current encoder outputs (dead-code restart).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from demo.glyphs import CLASS_NAMES, IMAGE_SIZE, make_batch
+from models.judge import GlyphJudge, judge_accuracy
+from tokenizers.llamagen_vq import LlamaGenVQ, LlamaGenVQConfig
+from training.common import HELDOUT_SEED, Clock, lr_at, save_fp16
+
+TRAIN_SEED0 = 30_000_000  # training batch i is make_batch(batch, TRAIN_SEED0 + i)
+
+
+def demo_vq_config(codebook_size: int = 512, codebook_embed_dim: int = 8) -> LlamaGenVQConfig:
+    """The bundled tokenizer's architecture: 32x32 -> 8x8 (downsample 4), ~0.86M parameters."""
+    return LlamaGenVQConfig(ch=32, encoder_ch_mult=(1, 1, 2), decoder_ch_mult=(1, 1, 2), num_res_blocks=1,
+                            z_channels=64, codebook_size=codebook_size, codebook_embed_dim=codebook_embed_dim,
+                            codebook_show_usage=False)
+
+
+def quantize_st(vq: LlamaGenVQ, images: torch.Tensor, beta: float = 0.25):
+    """Training forward. images (B,3,32,32) in [-1,1] -> (reconstruction (B,3,32,32), vq loss, indices (B,8,8),
+    normalised latents (B*64, C) detached).
+
+    codebook loss |sg[z] - e|^2 + beta |z - sg[e]|^2 on normalised z and e; the decoder sees z + sg[e - z].
+    """
+    z = F.normalize(vq.quant_conv(vq.encoder(images)), p=2, dim=1)  # (B, C, h, w)
+    idx = vq.quantize.nearest(z)  # nearest() re-normalises: a no-op here
+    e = vq.quantize.lookup(idx)  # (B, C, h, w), unit norm
+    loss = F.mse_loss(e, z.detach()) + beta * F.mse_loss(z, e.detach())
+    z_q = z + (e - z).detach()  # straight-through
+    rec = vq.decoder(vq.post_quant_conv(z_q))
+    return rec, loss, idx, z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+
+
+@torch.no_grad()
+def restart_dead_codes(vq: LlamaGenVQ, counts: torch.Tensor, latents: torch.Tensor, opt: torch.optim.Optimizer,
+                       g: torch.Generator) -> int:
+    """Set every code with counts == 0 to a random recent latent (+ small noise); clear its Adam moments.
+
+    counts (K,) code usage over the last window, latents (N, C) normalised encoder outputs. Returns how many.
+    """
+    dead = (counts == 0).nonzero().squeeze(1)
+    if dead.numel() == 0:
+        return 0
+    w = vq.quantize.embedding.weight
+    pick = torch.randint(0, latents.shape[0], (dead.numel(),), generator=g)
+    w[dead] = F.normalize(latents[pick] + 0.01 * torch.randn(dead.numel(), w.shape[1], generator=g), dim=-1)
+    state = opt.state.get(w, {})
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in state:
+            state[key][dead] = 0
+    return dead.numel()
+
+
+@torch.no_grad()
+def evaluate(vq: LlamaGenVQ, x: torch.Tensor, y: torch.Tensor, judge: GlyphJudge | None) -> dict[str, float]:
+    """x (N,3,32,32) in [0,1]: reconstruction PSNR (dB, [0,1] range, clamped), codes used, judge accuracy."""
+    idx = torch.cat([vq.encode(x[i:i + 250] * 2 - 1) for i in range(0, x.shape[0], 250)])
+    rec = torch.cat([vq.decode_indices(idx[i:i + 250]) for i in range(0, x.shape[0], 250)])
+    rec = ((rec + 1) / 2).clamp(0, 1)
+    psnr = (10 * torch.log10(1.0 / ((rec - x) ** 2).mean((1, 2, 3)).clamp_min(1e-10))).mean().item()
+    out = {"psnr": psnr, "codes_used": int(idx.unique().numel())}
+    if judge is not None:
+        out["judge_acc_real"] = judge_accuracy(judge, x, y)
+        out["judge_acc_recon"] = judge_accuracy(judge, rec, y)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=1800)
+    p.add_argument("--max-minutes", type=float, default=40.0,
+                   help="wall-time cap; the LR schedule follows max(step/steps, time/cap), so it always finishes")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--beta", type=float, default=0.25, help="commitment weight")
+    p.add_argument("--colour-weight", type=float, default=1.0,
+                   help="extra MSE on 4x4-pooled pixels: without it early codebooks drop hue and decode grey glyphs")
+    p.add_argument("--codebook-size", type=int, default=512)
+    p.add_argument("--restart-every", type=int, default=50, help="dead-code window (steps); 0 = never")
+    p.add_argument("--heldout", type=int, default=1000)
+    p.add_argument("--judge", default="weights/tn_glyph_judge.safetensors", help="for reporting only")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--smoke", action="store_true", help="2 tiny steps, for tests")
+    p.add_argument("--out", default="weights/tn_glyph_vq.safetensors")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.steps, args.batch, args.heldout, args.restart_every = 2, 4, 20, 1
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    vq = LlamaGenVQ(demo_vq_config(args.codebook_size)).train()
+    with torch.no_grad():  # unit-norm random codes; dead-code restarts move them onto the data
+        w = vq.quantize.embedding.weight
+        w.copy_(F.normalize(torch.randn(w.shape, generator=g), dim=-1))
+    opt = torch.optim.AdamW(vq.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    held_x, held_y = make_batch(args.heldout, HELDOUT_SEED)
+    judge = GlyphJudge.from_state_dict(load_file(args.judge)) if os.path.exists(args.judge) else None
+    clock, done, cap = Clock(), 0, args.max_minutes * 60
+    counts = torch.zeros(args.codebook_size)
+    restart_until = 0.8  # stop restarting codes for the last 20% so the decoder settles on the final codebook
+    for step in range(args.steps):
+        progress = max(step / args.steps, clock() / cap)
+        if progress >= 1.0:
+            print(f"time cap reached at step {step}", flush=True)
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(int(progress * args.steps), args.steps, args.lr, warmup=min(50, args.steps // 10 + 1))
+        x, _ = make_batch(args.batch, TRAIN_SEED0 + step)
+        target = x * 2 - 1
+        rec, vq_loss, idx, latents = quantize_st(vq, target, args.beta)
+        rec_loss = (F.l1_loss(rec, target) + F.mse_loss(rec, target)
+                    + args.colour_weight * F.mse_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(target, 4)))
+        loss = rec_loss + vq_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vq.parameters(), 1.0)
+        opt.step()
+        done += 1
+        counts += torch.bincount(idx.flatten(), minlength=args.codebook_size).float()
+        restarted = 0
+        if args.restart_every and (step + 1) % args.restart_every == 0:
+            if progress < restart_until:
+                restarted = restart_dead_codes(vq, counts, latents, opt, g)
+            counts.zero_()
+        if step % 50 == 0 or step == args.steps - 1 or restarted:
+            print(f"step {step} loss {loss.item():.4f} rec {rec_loss.item():.4f} vq {vq_loss.item():.4f} "
+                  f"batch_codes {idx.unique().numel()} restarted {restarted} lr {opt.param_groups[0]['lr']:.2e} "
+                  f"t {clock():.0f}s", flush=True)
+        if step % 200 == 0 and step:
+            vq.eval()
+            print(f"  heldout[:200] {json.dumps(evaluate(vq, held_x[:200], held_y[:200], None))}", flush=True)
+            vq.train()
+    train_seconds = clock()
+    vq.eval()
+    metrics = evaluate(vq, held_x, held_y, judge)
+    meta = {"tn_kind": "vq", "family": "llamagen", "class_names": json.dumps(CLASS_NAMES),
+            "num_classes": str(len(CLASS_NAMES)), "image_size": str(IMAGE_SIZE), "downsample": str(vq.downsample),
+            "codebook_size": str(args.codebook_size), "train_steps": str(done),
+            "train_seconds": f"{train_seconds:.0f}", "heldout_psnr": f"{metrics['psnr']:.2f}",
+            "codes_used": str(metrics["codes_used"])}
+    if judge is not None:
+        meta["judge_accuracy_recon"] = f"{metrics['judge_acc_recon']:.4f}"
+    size = save_fp16(vq, args.out, meta)
+    print(f"saved {args.out} ({size} bytes) metrics {json.dumps(metrics)} train {train_seconds:.0f}s "
+          f"total {clock():.0f}s", flush=True)
+    return {**metrics, "seconds": train_seconds, "bytes": size}
+
+
+if __name__ == "__main__":
+    main()
