@@ -34,17 +34,21 @@ def demo_vq_config(codebook_size: int = 512, codebook_embed_dim: int = 8) -> Lla
                             codebook_show_usage=False)
 
 
-def quantize_st(vq: LlamaGenVQ, images: torch.Tensor, beta: float = 0.25):
+def quantize_st(vq: LlamaGenVQ, images: torch.Tensor, beta: float = 0.25, quantize: bool = True):
     """Training forward. images (B,3,32,32) in [-1,1] -> (reconstruction (B,3,32,32), vq loss, indices (B,8,8),
     normalised latents (B*64, C) detached).
 
-    codebook loss |sg[z] - e|^2 + beta |z - sg[e]|^2 on normalised z and e; the decoder sees z + sg[e - z].
+    codebook loss |sg[z] - e|^2 + beta |z - sg[e]|^2 on normalised z and e; the decoder sees z + sg[e - z]
+    (or z itself, with a zero vq loss, when quantize is False: the autoencoder warm-up).
     """
     z = F.normalize(vq.quant_conv(vq.encoder(images)), p=2, dim=1)  # (B, C, h, w)
     idx = vq.quantize.nearest(z)  # nearest() re-normalises: a no-op here
-    e = vq.quantize.lookup(idx)  # (B, C, h, w), unit norm
-    loss = F.mse_loss(e, z.detach()) + beta * F.mse_loss(z, e.detach())
-    z_q = z + (e - z).detach()  # straight-through
+    if quantize:
+        e = vq.quantize.lookup(idx)  # (B, C, h, w), unit norm
+        loss = F.mse_loss(e, z.detach()) + beta * F.mse_loss(z, e.detach())
+        z_q = z + (e - z).detach()  # straight-through
+    else:
+        loss, z_q = z.new_zeros(()), z
     rec = vq.decoder(vq.post_quant_conv(z_q))
     return rec, loss, idx, z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
 
@@ -70,13 +74,31 @@ def restart_dead_codes(vq: LlamaGenVQ, counts: torch.Tensor, latents: torch.Tens
 
 
 @torch.no_grad()
+def kmeans_codebook(vq: LlamaGenVQ, latents: torch.Tensor, opt: torch.optim.Optimizer, g: torch.Generator,
+                    iters: int = 10) -> None:
+    """Spherical k-means of latents (N, C) (unit norm) into the codebook; empty clusters take random latents."""
+    w = vq.quantize.embedding.weight
+    k = w.shape[0]
+    centers = latents[torch.randperm(latents.shape[0], generator=g)[:k]].clone()
+    for _ in range(iters):
+        assign = (latents @ centers.t()).argmax(1)  # nearest on the sphere = largest dot product
+        sums = torch.zeros_like(centers).index_add_(0, assign, latents)
+        empty = torch.bincount(assign, minlength=k) == 0
+        sums[empty] = latents[torch.randint(0, latents.shape[0], (int(empty.sum()),), generator=g)]
+        centers = F.normalize(sums, dim=-1)
+    w.copy_(centers)
+    opt.state.pop(w, None)  # fresh Adam moments for the new codebook
+
+
+@torch.no_grad()
 def evaluate(vq: LlamaGenVQ, x: torch.Tensor, y: torch.Tensor, judge: GlyphJudge | None) -> dict[str, float]:
     """x (N,3,32,32) in [0,1]: reconstruction PSNR (dB, [0,1] range, clamped), codes used, judge accuracy."""
     idx = torch.cat([vq.encode(x[i:i + 250] * 2 - 1) for i in range(0, x.shape[0], 250)])
     rec = torch.cat([vq.decode_indices(idx[i:i + 250]) for i in range(0, x.shape[0], 250)])
     rec = ((rec + 1) / 2).clamp(0, 1)
     psnr = (10 * torch.log10(1.0 / ((rec - x) ** 2).mean((1, 2, 3)).clamp_min(1e-10))).mean().item()
-    out = {"psnr": psnr, "codes_used": int(idx.unique().numel())}
+    chroma = (rec - rec.mean(1, keepdim=True)).std() / (x - x.mean(1, keepdim=True)).std()  # 1 = colours kept
+    out = {"psnr": psnr, "codes_used": int(idx.unique().numel()), "chroma_ratio": chroma.item()}
     if judge is not None:
         out["judge_acc_real"] = judge_accuracy(judge, x, y)
         out["judge_acc_recon"] = judge_accuracy(judge, rec, y)
@@ -93,6 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--beta", type=float, default=0.25, help="commitment weight")
     p.add_argument("--colour-weight", type=float, default=1.0,
                    help="extra MSE on 4x4-pooled pixels: without it early codebooks drop hue and decode grey glyphs")
+    p.add_argument("--ae-warmup", type=float, default=0.25,
+                   help="fraction of training with the quantizer bypassed; then k-means initialises the codebook")
+    p.add_argument("--kmeans-images", type=int, default=256, help="glyphs whose latents seed the k-means")
     p.add_argument("--codebook-size", type=int, default=512)
     p.add_argument("--restart-every", type=int, default=50, help="dead-code window (steps); 0 = never")
     p.add_argument("--heldout", type=int, default=1000)
@@ -102,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--out", default="weights/tn_glyph_vq.safetensors")
     args = p.parse_args(argv)
     if args.smoke:
-        args.steps, args.batch, args.heldout, args.restart_every = 2, 4, 20, 1
+        args.steps, args.batch, args.heldout, args.restart_every, args.kmeans_images = 2, 4, 20, 1, 8
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
@@ -116,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     clock, done, cap = Clock(), 0, args.max_minutes * 60
     counts = torch.zeros(args.codebook_size)
     restart_until = 0.8  # stop restarting codes for the last 20% so the decoder settles on the final codebook
+    quantizing = args.ae_warmup <= 0
     for step in range(args.steps):
         progress = max(step / args.steps, clock() / cap)
         if progress >= 1.0:
@@ -123,9 +149,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(int(progress * args.steps), args.steps, args.lr, warmup=min(50, args.steps // 10 + 1))
+        if not quantizing and progress >= args.ae_warmup:
+            # The encoder and decoder first learn colour and shape without the bottleneck; codes initialised by
+            # k-means on the warmed-up latents then cover hue as well (started cold, the codebook settles on
+            # luminance alone and the decoder draws grey glyphs).
+            with torch.no_grad():
+                xs = make_batch(args.kmeans_images, TRAIN_SEED0 - 1)[0] * 2 - 1
+                zs = torch.cat([F.normalize(vq.quant_conv(vq.encoder(xs[i:i + 64])), dim=1)
+                                for i in range(0, len(xs), 64)])
+                zs = zs.permute(0, 2, 3, 1).reshape(-1, zs.shape[1])  # (N * h * w, C)
+            kmeans_codebook(vq, zs, opt, g)
+            quantizing = True
+            counts.zero_()
+            print(f"step {step}: quantizer on, codebook from k-means of {zs.shape[0]} latents", flush=True)
         x, _ = make_batch(args.batch, TRAIN_SEED0 + step)
         target = x * 2 - 1
-        rec, vq_loss, idx, latents = quantize_st(vq, target, args.beta)
+        rec, vq_loss, idx, latents = quantize_st(vq, target, args.beta, quantizing)
         rec_loss = (F.l1_loss(rec, target) + F.mse_loss(rec, target)
                     + args.colour_weight * F.mse_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(target, 4)))
         loss = rec_loss + vq_loss
@@ -137,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         counts += torch.bincount(idx.flatten(), minlength=args.codebook_size).float()
         restarted = 0
         if args.restart_every and (step + 1) % args.restart_every == 0:
-            if progress < restart_until:
+            if quantizing and progress < restart_until:
                 restarted = restart_dead_codes(vq, counts, latents, opt, g)
             counts.zero_()
         if step % 50 == 0 or step == args.steps - 1 or restarted:
