@@ -1,6 +1,6 @@
 """Train the demo LlamaGen class-conditional GPT on 8x8 token grids of glyphs from the bundled VQ tokenizer.
 
-python -m training.train_llamagen_gpt [--steps 1500] [--max-minutes 18] [--pool 20000] [--threads 2]
+python -m training.train_llamagen_gpt [--steps 1500] [--max-minutes 18] [--pool 30000] [--threads 2]
     [--vq weights/tn_glyph_vq.safetensors] [--out weights/tn_glyph_gpt.safetensors]
 The network is LlamaGen's c2i Transformer (Sun et al. 2024, arXiv:2406.06525, §2.3) at toy size, saved in the
 official key layout: sequence [class token] + 64 raster-order image tokens, next-token cross-entropy, the class
@@ -27,10 +27,12 @@ from tokenizers.llamagen_vq import LlamaGenVQ
 from training.common import EMA, HELDOUT_SEED, Clock, lr_at, save_fp16
 
 POOL_SEED0 = 40_000_000  # pool chunk i is make_batch(chunk, POOL_SEED0 + i)
-DEFAULT_SAMPLING = {"cfg_scale": 3.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+# Picked by a sweep on the bundled model (judge accuracy over 200 samples): cfg 4-8 and top-k 5-20 all lie within a
+# few points of each other; top-k 10 beats no truncation by ~8 points.
+DEFAULT_SAMPLING = {"cfg_scale": 6.0, "temperature": 1.0, "top_k": 10, "top_p": 1.0}
 
 
-def demo_gpt_config(vocab_size: int, dim: int = 128, n_layer: int = 3, block_size: int = 64) -> LlamaGenGPTConfig:
+def demo_gpt_config(vocab_size: int, dim: int = 128, n_layer: int = 4, block_size: int = 64) -> LlamaGenGPTConfig:
     """The bundled GPT: head_dim 64, SwiGLU hidden 2/3 * 4 * dim rounded up to a multiple of 256 (official rule)."""
     ffn_hidden = -(-int(2 * 4 * dim / 3) // 256) * 256
     return LlamaGenGPTConfig(dim=dim, n_layer=n_layer, n_head=dim // 64, n_kv_head=dim // 64, ffn_hidden=ffn_hidden,
@@ -94,9 +96,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--layers", type=int, default=4)
     p.add_argument("--class-dropout", type=float, default=0.1)
-    p.add_argument("--pool", type=int, default=20000, help="training glyphs, tokenised once")
+    p.add_argument("--pool", type=int, default=30000, help="training glyphs, tokenised once")
     p.add_argument("--heldout", type=int, default=1000)
     p.add_argument("--ema", type=float, default=0.995, help="EMA decay; the EMA is saved if its held-out loss is lower")
     p.add_argument("--vq", default="weights/tn_glyph_vq.safetensors")

@@ -1,13 +1,18 @@
-"""Train the demo LlamaGen VQ tokenizer: 32x32 glyphs <-> 8x8 grids of tokens from a 512 x 8 L2-normalised codebook.
+"""Train the demo LlamaGen VQ tokenizer: 32x32 glyphs <-> 8x8 grids of tokens from a 256 x 8 L2-normalised codebook.
 
-python -m training.train_llamagen_vq [--steps 1800] [--max-minutes 40] [--out weights/tn_glyph_vq.safetensors]
+python -m training.train_llamagen_vq [--steps 1800] [--max-minutes 40] [--threads 2]
+    [--out weights/tn_glyph_vq.safetensors]
 The network is LlamaGen's VQModel (Sun et al. 2024, arXiv:2406.06525, §2.2) at toy size: ch 32, ch_mult (1,1,2),
 one res block per level, z_channels 64, so `LlamaGenVQ.from_state_dict` loads the file strictly. Loss: L1 + MSE on
-pixels in [-1,1], MSE of 4x4 averages (keeps colour), and the VQ-VAE codebook and commitment terms (van den Oord
-et al. 2017, arXiv:1711.00937, eq. 3; beta 0.25 as LlamaGen) on L2-normalised latents and codes (Yu et al. 2022,
-ViT-VQGAN §3.2), with the straight-through estimator. No GAN or perceptual loss: the judge is the metric, so it is
-kept out of the loss. Use --threads 1 on an oversubscribed machine (2 spinning OpenMP threads there run ~5x slower).
-Codes unused for a whole window of steps are re-initialised from current encoder outputs (dead-code restart).
+pixels in [-1,1], MSE of 4x4 averages, and the VQ-VAE codebook and commitment terms (van den Oord et al. 2017,
+arXiv:1711.00937, eq. 3; beta 0.25 as LlamaGen) on L2-normalised latents and codes (Yu et al. 2022, ViT-VQGAN §3.2),
+with the straight-through estimator. No GAN or perceptual loss: the judge is the metric, so it is kept out of the loss.
+The first 25% of steps bypass the quantizer (a plain autoencoder), then spherical k-means on encoder outputs seeds the
+codebook; codes unused for a whole window are re-initialised from current encoder outputs (dead-code restart).
+Known limit at this budget: the codes carry luminance and shape but little hue, so decodes are nearly grey (the
+pooled-colour term and the warm-up were meant to fix that and do not; a 256-entry codebook was chosen over 512 because
+its tokens are easier for the small GPT to model). Use --threads 1 on an oversubscribed machine (two spinning OpenMP
+threads there ran ~5x slower).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from training.common import HELDOUT_SEED, Clock, lr_at, save_fp16
 TRAIN_SEED0 = 30_000_000  # training batch i is make_batch(batch, TRAIN_SEED0 + i)
 
 
-def demo_vq_config(codebook_size: int = 512, codebook_embed_dim: int = 8) -> LlamaGenVQConfig:
+def demo_vq_config(codebook_size: int = 256, codebook_embed_dim: int = 8) -> LlamaGenVQConfig:
     """The bundled tokenizer's architecture: 32x32 -> 8x8 (downsample 4), ~0.86M parameters."""
     return LlamaGenVQConfig(ch=32, encoder_ch_mult=(1, 1, 2), decoder_ch_mult=(1, 1, 2), num_res_blocks=1,
                             z_channels=64, codebook_size=codebook_size, codebook_embed_dim=codebook_embed_dim,
@@ -114,11 +119,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--beta", type=float, default=0.25, help="commitment weight")
     p.add_argument("--colour-weight", type=float, default=1.0,
-                   help="extra MSE on 4x4-pooled pixels: without it early codebooks drop hue and decode grey glyphs")
+                   help="weight of an extra MSE on 4x4-pooled pixels (low frequencies, colour)")
     p.add_argument("--ae-warmup", type=float, default=0.25,
                    help="fraction of training with the quantizer bypassed; then k-means initialises the codebook")
     p.add_argument("--kmeans-images", type=int, default=256, help="glyphs whose latents seed the k-means")
-    p.add_argument("--codebook-size", type=int, default=512)
+    p.add_argument("--codebook-size", type=int, default=256)
     p.add_argument("--restart-every", type=int, default=50, help="dead-code window (steps); 0 = never")
     p.add_argument("--heldout", type=int, default=1000)
     p.add_argument("--judge", default="weights/tn_glyph_judge.safetensors", help="for reporting only")
@@ -150,9 +155,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for group in opt.param_groups:
             group["lr"] = lr_at(int(progress * args.steps), args.steps, args.lr, warmup=min(50, args.steps // 10 + 1))
         if not quantizing and progress >= args.ae_warmup:
-            # The encoder and decoder first learn colour and shape without the bottleneck; codes initialised by
-            # k-means on the warmed-up latents then cover hue as well (started cold, the codebook settles on
-            # luminance alone and the decoder draws grey glyphs).
+            # The encoder and decoder first learn without the bottleneck; k-means on the warmed-up latents then
+            # places every code on the data instead of relying on dead-code restarts from a random codebook.
             with torch.no_grad():
                 xs = make_batch(args.kmeans_images, TRAIN_SEED0 - 1)[0] * 2 - 1
                 zs = torch.cat([F.normalize(vq.quant_conv(vq.encoder(xs[i:i + 64])), dim=1)
