@@ -5,7 +5,7 @@ peak GPU memory. With --official-dir pointing at a FoundationVision/LlamaGen che
 the same state dict and the greedy tokens are compared.
 
     python -m benchmarks.ar_speed_llamagen --preset GPT-B --grid 16 --batch 8 --cfg 4 --device cuda
-    python -m benchmarks.ar_speed_llamagen --preset tiny --grid 8 --device cpu --official-dir /tmp/llamagen_official
+    python -m benchmarks.ar_speed_llamagen --preset tiny --grid 8 --device cpu --official-dir PATH/TO/LlamaGen-checkout
 """
 import argparse
 import sys

@@ -7,7 +7,7 @@ Random weights in the official layout at a released size (d16 ... d30 at 256 px,
 decoding (--top-k 1), the tokens and images are compared.
 
     python -m benchmarks.ar_speed_var --preset d16 --batch 8 --dtype bfloat16 --device cuda
-    python -m benchmarks.ar_speed_var --preset tiny --device cpu --official-dir /tmp/var_official
+    python -m benchmarks.ar_speed_var --preset tiny --device cpu --official-dir PATH/TO/VAR-checkout
 """
 import argparse
 import contextlib
