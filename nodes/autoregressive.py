@@ -17,6 +17,7 @@ import comfy.model_patcher
 from ..models.checkpoint import CheckpointError, load_state_dict
 from ..models.llamagen_gpt import LlamaGenGPT
 from ..models.var import VAR
+from ..report.stats import RunStats, Stopwatch, count_forward
 from ..samplers.ar import generate_raster
 from ..samplers.var import generate_var
 from ..tokenizers.llamagen_vq import LlamaGenVQ
@@ -128,6 +129,18 @@ class TNARModel(_Loaded):
 def tokens_dict(family: str, tokens, vq: TNVQ, f_hat=None) -> dict:
     """TN_TOKENS: {"family", "tokens": [B,h,w] (llamagen) or K maps [B,pn,pn] (var), "f_hat", "codebook_size", "vq"}."""
     return {"family": family, "tokens": tokens, "f_hat": f_hat, "codebook_size": vq.codebook_size, "vq": vq.name}
+
+
+STATS_TOOLTIP = ("Measured run statistics (network evaluations, sequential passes, tokens, wall time, classes) for "
+                 "TN Compare; decoding to pixels is not included in the wall time.")
+
+
+def _ar_stats(label, paradigm, model, class_ids, calls, seconds, units, unit, tokens, extra) -> dict:
+    batch = class_ids.shape[0]
+    ids = [-1 if int(c) == model.num_classes else int(c) for c in class_ids]
+    return RunStats(label=label, paradigm=paradigm, batch=batch, network_evals=calls.evals_per_image(batch),
+                    sequential_passes=calls.calls, units=units, unit=unit, tokens=tokens, wall_seconds=seconds,
+                    class_ids=ids, class_names=model.class_names(), extra=extra).as_dict()
 
 
 def _dtype_input():
@@ -264,25 +277,35 @@ def _check_pair(node, model, vq, family):
         raise NodeInputError(node, "vq", f"{vq.name} has {vq.net.Cvae}-dim codes, {model.name} expects {model.net.cfg.Cvae}")
 
 
-def _class_ids(node, model, class_index, batch_size, class_indices=""):
-    """[B] class ids (the null class for -1) from one index or a comma-separated list repeated to the batch."""
+def _class_ids(node, model, class_index, batch_size, class_indices="", class_label=None):
+    """[B] class ids (the null class for -1) from a TN Class Label conditioning, a comma-separated list or one index,
+    repeated to the batch."""
     if batch_size < 1:
         raise NodeInputError(node, "batch_size", f"must be at least 1, got {batch_size}")
     n = model.num_classes
-    name = "class_indices" if class_indices.strip() else "class_index"
-    try:
-        ids = [int(v) for v in class_indices.replace(" ", "").split(",") if v] if class_indices.strip() else [class_index]
-    except ValueError:
-        raise NodeInputError(node, "class_indices", f"expected comma-separated integers, got {class_indices!r}") from None
+    name = "class_label" if class_label is not None else "class_indices" if class_indices.strip() else "class_index"
+    if class_label is not None:
+        from .diffusion import _cond_classes
+        ids = _cond_classes(class_label)
+        if not ids:
+            raise NodeInputError(node, "class_label", "expected the conditioning output of TN Class Label (it carries class ids)")
+    else:
+        try:
+            ids = [int(v) for v in class_indices.replace(" ", "").split(",") if v] if class_indices.strip() else [class_index]
+        except ValueError:
+            raise NodeInputError(node, "class_indices", f"expected comma-separated integers, got {class_indices!r}") from None
     bad = [i for i in ids if not -1 <= i < n]
     if bad:
         raise NodeInputError(node, name, f"{bad[0]} is out of range for {model.name}: expected 0..{n - 1} or -1 (unconditional)")
     return torch.tensor([n if i == -1 else i for i in (ids * batch_size)[:batch_size]], dtype=torch.long)
 
 
-def _keep_mask(node, mask, size_hw, batch):
+def _keep_mask(node, mask, size_hw, batch, image_size):
     """ComfyUI MASK (1 = regenerate) at image resolution -> keep mask [B,h,w] bool on the token grid."""
     m = mask if mask.ndim == 3 else mask.unsqueeze(0)
+    if m.ndim != 3 or tuple(m.shape[1:]) != (image_size, image_size):
+        raise NodeInputError(node, "mask", f"has size {'x'.join(str(v) for v in m.shape[1:][::-1])} but the tokens are "
+                             f"of {image_size}x{image_size} images; expected a {image_size}x{image_size} mask (1 = regenerate)")
     if m.shape[0] not in (1, batch):
         raise NodeInputError(node, "mask", f"has {m.shape[0]} masks for a batch of {batch}; expected 1 or {batch}")
     return m.float(), F.adaptive_avg_pool2d(m.float().unsqueeze(1), size_hw)[:, 0].lt(0.5).expand(batch, *size_hw)
@@ -303,10 +326,11 @@ class TN_ARTokenDecoder:
                    "top-k, top-p. With tokens + mask it completes or inpaints an encoded image (masked area regenerated).")
     CATEGORY = CAT
     FUNCTION = "decode"
-    RETURN_TYPES = ("TN_TOKENS", "IMAGE")
-    RETURN_NAMES = ("tokens", "intermediates")
+    RETURN_TYPES = ("TN_TOKENS", "IMAGE", "TN_STATS")
+    RETURN_NAMES = ("tokens", "intermediates", "stats")
     OUTPUT_TOOLTIPS = ("Generated token ids (decode with TN VQ Decode).",
-                       "With return_intermediates: the partial image as tokens arrive (unfilled area grey), else the final image.")
+                       "With return_intermediates: the partial image as tokens arrive (unfilled area grey), else the final image.",
+                       STATS_TOOLTIP)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -322,6 +346,7 @@ class TN_ARTokenDecoder:
             "batch_size": ("INT", {"default": 4, "min": 1, "max": 1024, "tooltip": "Number of images."}),
         }, "optional": {
             "class_indices": ("STRING", {"default": "", "tooltip": "If set, overrides class_index: comma-separated classes, one per image (repeated to batch_size), e.g. 0,1,2,3."}),
+            "class_label": ("CONDITIONING", {"tooltip": "If connected, overrides class_index and class_indices: the classes of a TN Class Label (so one label node can drive diffusion and AR branches alike)."}),
             "cfg_interval": ("INT", {"default": -1, "min": -1, "max": 1 << 20, "tooltip": "Guide only the first N+1 tokens (LlamaGen's cfg_interval); -1 = all."}),
             "tokens": ("TN_TOKENS", {"tooltip": "Tokens of an encoded image to keep (TN VQ Encode)."}),
             "mask": ("MASK", {"tooltip": "With tokens: 1 = regenerate, 0 = keep (image resolution). Without a mask all given tokens are a prefix."}),
@@ -329,10 +354,10 @@ class TN_ARTokenDecoder:
         }}
 
     def decode(self, model, vq, class_index, cfg, temperature, top_k, top_p, seed, batch_size,
-               class_indices="", cfg_interval=-1, tokens=None, mask=None, return_intermediates=False):
+               class_indices="", cfg_interval=-1, tokens=None, mask=None, return_intermediates=False, class_label=None):
         node = "TN_ARTokenDecoder"
         _check_pair(node, model, vq, "llamagen")
-        class_ids = _class_ids(node, model, class_index, batch_size, class_indices)
+        class_ids = _class_ids(node, model, class_index, batch_size, class_indices, class_label)
         grid = int(model.net.config.block_size ** 0.5)
         seq_len = grid * grid
         prefix = keep = None
@@ -343,7 +368,7 @@ class TN_ARTokenDecoder:
                 raise NodeInputError(node, "tokens", f"token grid {tuple(t.shape[1:])} does not match the model's {grid}x{grid}")
             prefix = _expand(t, batch_size, node, "tokens").reshape(batch_size, seq_len)
             if mask is not None:
-                keep = _keep_mask(node, mask, (grid, grid), batch_size)[1].reshape(batch_size, seq_len)
+                keep = _keep_mask(node, mask, (grid, grid), batch_size, grid * vq.net.downsample)[1].reshape(batch_size, seq_len)
         elif mask is not None:
             raise NodeInputError(node, "mask", "a mask needs tokens to keep: connect TN VQ Encode to 'tokens'")
         device = model.ready()
@@ -371,15 +396,20 @@ class TN_ARTokenDecoder:
 
         gen = torch.Generator().manual_seed(seed)
         try:
-            out = generate_raster(model.net, class_ids.to(device), seq_len, cfg_scale=cfg, cfg_interval=cfg_interval,
-                                  temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
-                                  prefix_tokens=None if prefix is None else prefix.to(device),
-                                  token_mask=None if keep is None else keep.to(device), callback=callback)
+            with count_forward(model.net.output) as calls, Stopwatch(device) as clock:
+                out = generate_raster(model.net, class_ids.to(device), seq_len, cfg_scale=cfg, cfg_interval=cfg_interval,
+                                      temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
+                                      prefix_tokens=None if prefix is None else prefix.to(device),
+                                      token_mask=None if keep is None else keep.to(device), callback=callback)
         except ValueError as e:
             raise NodeInputError(node, "class_index" if "class" in str(e) else "tokens", str(e)) from None
         result = tokens_dict("llamagen", out.reshape(batch_size, grid, grid).cpu(), vq)
         images = torch.cat(shots) if shots else vq.decode(result)
-        return (result, images)
+        kept = int(keep[0].sum()) if keep is not None else prefix.shape[1] if prefix is not None else 0
+        label = f"raster AR ({model.name.removesuffix('.safetensors')}), cfg {cfg:g}" + (", completion" if tokens is not None else "")
+        stats = _ar_stats(label, "autoregressive (raster)", model, class_ids, calls, clock.seconds, seq_len - kept, "tokens",
+                          None, {"cfg": cfg, "top_k": top_k, "top_p": top_p, "temperature": temperature})
+        return (result, images, stats)
 
 
 class TN_VARScaleDecoder:
@@ -389,10 +419,11 @@ class TN_VARScaleDecoder:
                    "Gumbel smoothing (more_smooth). With tokens + mask: zero-shot inpainting, outpainting and class-conditional editing.")
     CATEGORY = CAT
     FUNCTION = "decode"
-    RETURN_TYPES = ("TN_TOKENS", "IMAGE")
-    RETURN_NAMES = ("tokens", "intermediates")
+    RETURN_TYPES = ("TN_TOKENS", "IMAGE", "TN_STATS")
+    RETURN_NAMES = ("tokens", "intermediates", "stats")
     OUTPUT_TOOLTIPS = ("Generated token maps of every scale (decode with TN VQ Decode).",
-                       "With return_intermediates: the image after each scale, else the final image.")
+                       "With return_intermediates: the image after each scale, else the final image.",
+                       STATS_TOOLTIP)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -408,16 +439,17 @@ class TN_VARScaleDecoder:
             "batch_size": ("INT", {"default": 4, "min": 1, "max": 1024, "tooltip": "Number of images."}),
         }, "optional": {
             "class_indices": ("STRING", {"default": "", "tooltip": "If set, overrides class_index: comma-separated classes, one per image (repeated to batch_size), e.g. 0,1,2,3."}),
+            "class_label": ("CONDITIONING", {"tooltip": "If connected, overrides class_index and class_indices: the classes of a TN Class Label (so one label node can drive diffusion and AR branches alike)."}),
             "tokens": ("TN_TOKENS", {"tooltip": "Multi-scale tokens of an encoded image to keep (TN VQ Encode with the same VQ-VAE)."}),
             "mask": ("MASK", {"tooltip": "With tokens: 1 = regenerate, 0 = keep (image resolution). Without a mask every scale given is kept."}),
             "return_intermediates": ("BOOLEAN", {"default": False, "tooltip": "Return the image after each scale as the intermediates batch."}),
         }}
 
     def decode(self, model, vq, class_index, cfg, top_k, top_p, more_smooth, seed, batch_size,
-               class_indices="", tokens=None, mask=None, return_intermediates=False):
+               class_indices="", tokens=None, mask=None, return_intermediates=False, class_label=None):
         node = "TN_VARScaleDecoder"
         _check_pair(node, model, vq, "var")
-        class_ids = _class_ids(node, model, class_index, batch_size, class_indices)
+        class_ids = _class_ids(node, model, class_index, batch_size, class_indices, class_label)
         pns = model.net.cfg.patch_nums
         prefix = keep = None
         if tokens is not None:
@@ -427,7 +459,7 @@ class TN_VARScaleDecoder:
                 raise NodeInputError(node, "tokens", f"scales {[m.shape[-1] for m in maps]} do not match the model's patch_nums {list(pns)}")
             prefix = [_expand(m, batch_size, node, "tokens") for m in maps]
             if mask is not None:
-                keep = 1.0 - _keep_mask(node, mask, (pns[-1], pns[-1]), batch_size)[0]
+                keep = 1.0 - _keep_mask(node, mask, (pns[-1], pns[-1]), batch_size, pns[-1] * vq.net.downsample)[0]
                 keep = keep.expand(batch_size, -1, -1) if keep.shape[0] == 1 else keep
         elif mask is not None:
             raise NodeInputError(node, "mask", "a mask needs tokens to keep: connect TN VQ Encode to 'tokens'")
@@ -437,6 +469,7 @@ class TN_VARScaleDecoder:
         shots = []
 
         def callback(si, f_hat):
+            f_hat = f_hat if return_intermediates else f_hat[:1]  # the preview shows the first image only
             with torch.no_grad():
                 img = ((vq.net.decode_fhat(f_hat.to(vq.dtype)).float() + 1) / 2).clamp(0, 1).movedim(1, -1).cpu()
             if return_intermediates:
@@ -445,15 +478,19 @@ class TN_VARScaleDecoder:
 
         gen = torch.Generator().manual_seed(seed)
         try:
-            res = generate_var(model.net, vq.net, class_ids.to(device), cfg_scale=cfg, top_k=top_k, top_p=top_p,
-                               more_smooth=more_smooth, generator=gen,
-                               prefix_tokens=None if prefix is None else [p.to(device) for p in prefix],
-                               token_mask=None if keep is None else keep.to(device), callback=callback)
+            with count_forward(model.net.head) as calls, Stopwatch(device) as clock:
+                res = generate_var(model.net, vq.net, class_ids.to(device), cfg_scale=cfg, top_k=top_k, top_p=top_p,
+                                   more_smooth=more_smooth, generator=gen,
+                                   prefix_tokens=None if prefix is None else [p.to(device) for p in prefix],
+                                   token_mask=None if keep is None else keep.to(device), callback=callback)
         except ValueError as e:
             raise NodeInputError(node, "class_index" if "class" in str(e) else "tokens", str(e)) from None
         result = tokens_dict("var", [t.cpu() for t in res.tokens], vq, f_hat=res.f_hat.cpu() if more_smooth else None)
         images = torch.cat(shots) if shots else vq.decode(result)
-        return (result, images)
+        label = f"VAR ({model.name.removesuffix('.safetensors')}), cfg {cfg:g}" + (", inpainting" if tokens is not None else "")
+        stats = _ar_stats(label, "autoregressive (scale-wise)", model, class_ids, calls, clock.seconds, len(pns), "scales",
+                          sum(p * p for p in pns), {"cfg": cfg, "top_k": top_k, "top_p": top_p, "more_smooth": more_smooth})
+        return (result, images, stats)
 
 
 NODES = [TN_VQLoader, TN_ARModelLoader, TN_VQEncode, TN_VQDecode, TN_ARTokenDecoder, TN_VARScaleDecoder]

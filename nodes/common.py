@@ -19,7 +19,7 @@ CATEGORY = "Tokens & Noise"
 # Model folders (ComfyUI/models/<name>); users can remap them in extra_model_paths.yaml.
 CHECKPOINT_EXTENSIONS = {".pt", ".pth", ".ckpt", ".bin", ".safetensors"}
 DENOISER_FOLDER = "diffusion_models" if "diffusion_models" in folder_paths.folder_names_and_paths else "unet"
-for _name in ("vq", "ar"):
+for _name in ("vq", "ar", "classifiers"):
     if _name not in folder_paths.folder_names_and_paths:
         folder_paths.folder_names_and_paths[_name] = ([os.path.join(folder_paths.models_dir, _name)], CHECKPOINT_EXTENSIONS)
 

@@ -14,6 +14,7 @@ import comfy.utils
 from ..models.checkpoint import CheckpointError
 from ..models.denoiser import load_denoiser
 from ..samplers import guidance, schedules
+from ..report.stats import RunStats, Stopwatch, count_forward
 from ..samplers.diffusion import SAMPLERS
 from .common import CATEGORY, DENOISER_FOLDER, DTYPES, NodeInputError, Progress, choices, latent_to_rgb, pick_dtype, resolve
 from .comfy_model import COND_KEY, find_model_sampling, is_flow, wrap_denoiser
@@ -177,10 +178,11 @@ class TN_GuidedSampler:
                    "prediction, so you can watch the image develop.")
     CATEGORY = CAT
     FUNCTION = "sample"
-    RETURN_TYPES = ("LATENT", "LATENT", "LATENT")
-    RETURN_NAMES = ("output", "denoised_output", "trajectory")
+    RETURN_TYPES = ("LATENT", "LATENT", "LATENT", "TN_STATS")
+    RETURN_NAMES = ("output", "denoised_output", "trajectory", "stats")
     OUTPUT_TOOLTIPS = ("The sampled latent.", "The last x0 prediction.",
-                       "The x0 prediction at every step, as a latent batch (steps x batch); decode it to see the image develop.")
+                       "The x0 prediction at every step, as a latent batch (steps x batch); decode it to see the image develop.",
+                       "Measured run statistics (network evaluations, sequential passes, steps, wall time, classes) for TN Compare.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -214,12 +216,49 @@ class TN_GuidedSampler:
             progress.update(step + 1, latent_to_rgb(out * fmt.scale_factor, fmt.latent_rgb_factors,
                                                    getattr(fmt, "latent_rgb_factors_bias", None)))
 
-        samples = guider.run(noise, latent, sampler, sigmas, latent_image.get("noise_mask"), callback, noise_seed)
+        net = model.diffusion_model
+        with count_forward(net) as calls, Stopwatch(guider.model_patcher.load_device) as clock:
+            if hasattr(guider, "run"):
+                samples = guider.run(noise, latent, sampler, sigmas, latent_image.get("noise_mask"), callback, noise_seed)
+            else:  # a core GUIDER (current ComfyUI)
+                samples = guider.sample(noise, latent, sampler, sigmas, denoise_mask=latent_image.get("noise_mask"),
+                                        callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=noise_seed)
         samples = samples.to(comfy.model_management.intermediate_device())
         out = {**latent_image, "samples": samples}
         denoised = {**latent_image, "samples": trajectory[-1] if trajectory else samples}
         traj = {"samples": torch.cat(trajectory) if trajectory else samples}
-        return (out, denoised, traj)
+        stats = _diffusion_stats(guider, sampler, steps, latent.shape[0], calls, clock.seconds)
+        return (out, denoised, traj, stats)
+
+
+def _cond_classes(cond) -> list[int] | None:
+    """Class ids of a TN Class Label conditioning ([[tensor, {tn_class: ...}]], or current ComfyUI's converted dicts)."""
+    if not cond:
+        return None
+    entry = cond[0]
+    opts = entry if isinstance(entry, dict) else entry[1] if len(entry) > 1 else {}
+    value = opts.get(COND_KEY)
+    if value is None:
+        return None
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def _diffusion_stats(guider, sampler, steps: int, batch: int, calls, seconds: float) -> dict:
+    model = guider.model_patcher.model
+    info = getattr(model, "tn_info", None)
+    positive = getattr(guider, "positive", None) or getattr(guider, "original_conds", {}).get("positive")
+    ids = _cond_classes(positive)
+    if ids is not None:
+        ids = [ids[i % len(ids)] for i in range(batch)]
+    fn = getattr(sampler, "sampler_function", None)
+    name = getattr(fn, "__name__", type(sampler).__name__).removeprefix("tn_").removeprefix("sample_")
+    family = info.family.upper().replace("DIT", "DiT").replace("SIT", "SiT") if info is not None else type(model).__name__
+    cfg = getattr(guider, "cfg", None)
+    label = f"{family} {name}, {steps} steps" + (f", cfg {cfg:g}" if isinstance(cfg, (int, float)) else "")
+    return RunStats(label=label, paradigm="diffusion", batch=batch, network_evals=calls.evals_per_image(batch),
+                    sequential_passes=calls.calls, units=steps, unit="denoising steps", wall_seconds=seconds,
+                    class_ids=ids, class_names=list(info.class_names) if info is not None and info.class_names else None,
+                    extra={"sampler": name, "cfg": cfg}).as_dict()
 
 
 class TN_Denoiser:

@@ -78,6 +78,11 @@ def run_one(server: ComfyServer, stem: str, api_path: Path, ui_path: Path | None
         path = dest / name
         path.write_bytes(raw)
         written.append(path)
+    for node_id, out in outputs.items():  # text outputs (TN Compare's table) next to the images
+        for i, text in enumerate(out.get("text") or []):
+            path = dest / f"table_{node_id}{f'_{i}' if i else ''}.md"
+            path.write_text(text + "\n")
+            print(f"[{stem}] table of node {node_id}:\n{text}", flush=True)
     return written
 
 

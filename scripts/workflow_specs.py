@@ -206,3 +206,130 @@ WORKFLOWS["llamagen_raster_completion"] = {
         **_save_grid(("b2", 0), "tn_llamagen_completion"),
     },
 }
+
+
+# ----------------------------------------------------------------------------------------------- hybrids + comparison
+def _diffusion_branch(key, den, sampler, schedule, steps, cfg, seed, pos, neg, latent, denoise=1.0, shift=1.0, eta=-1.0):
+    """Nodes of one guided diffusion branch named <key>_*: schedule, sampler, CFG, TN Guided Sampler, decode."""
+    sched = {"schedule": schedule, "steps": steps, "denoise": denoise}
+    if schedule == "flow_sd3":
+        sched["shift"] = shift
+    return {
+        f"{key}_sched": ("TN_NoiseSchedule", sched),
+        f"{key}_sampler": ("TN_DiffusionSampler", {"sampler_name": sampler, "eta": eta}),
+        f"{key}_cfg": ("TN_CFG", {"model": (den, 0), "positive": pos, "negative": neg, "cfg": cfg,
+                                  "guidance_rescale": 0.0, "sigma_low": 0.0, "sigma_high": 10000.0}),
+        f"{key}_sample": ("TN_GuidedSampler", {"guider": (f"{key}_cfg", 0), "sampler": (f"{key}_sampler", 0),
+                                               "sigmas": (f"{key}_sched", 0), "latent_image": latent,
+                                               "noise_seed": seed, "add_noise": True}),
+        f"{key}_img": ("TN_VAEDecode", {"vae": ("vae", 0), "samples": (f"{key}_sample", 0)}),
+    }
+
+
+def _labels(den="den"):
+    return {
+        "pos": ("TN_ClassLabel", {"model": (den, 0), "class_index": 0, "class_name": "", "class_indices": DIGITS}, "Class labels (digits 0-9)"),
+        "neg": ("TN_ClassLabel", {"model": (den, 0), "class_index": -1, "class_name": "", "class_indices": ""}, "Unconditional (null class)"),
+    }
+
+
+WORKFLOWS["hybrid_var_draft_diffusion_refine"] = {
+    "note": ("AR draft -> diffusion refine. VAR draws digits 0-9 coarse to fine (top row); the drafts are encoded into the "
+             "diffusion autoencoder's latent space (TN Autoencoder Encode), re-noised to 60% of the flow schedule "
+             "(denoise 0.6) and refined by the flow-matching SiT with the same class labels (bottom row). Lower denoise keeps "
+             "more of the draft. To use published checkpoints instead: VAR (var_d16.pth + vae_ch160v4096z32.pth) for the draft, then core "
+             "VAE Encode with the SD VAE (sd-vae-ft-ema) and SiT-XL-2-256x256.pt / DiT-XL-2-256x256.pt, ImageNet labels."),
+    "nodes": {
+        "vq": ("TN_VQLoader", {"vq_name": "tn_glyph_msvq.safetensors", "weight_dtype": "auto"}),
+        "ar": ("TN_ARModelLoader", {"model_name": "tn_glyph_var.safetensors", "weight_dtype": "auto"}),
+        "den": ("TN_Denoiser", {"denoiser_name": "tn_glyph_sit.safetensors", "prediction": "auto", "weight_dtype": "auto"}),
+        **_labels(),
+        "draft": _scalewise(class_label=("pos", 0), batch_size=10, seed=5),
+        "draft_img": ("TN_VQDecode", {"vq": ("vq", 0), "tokens": ("draft", 0)}),
+        "vae": ("TN_VAELoader", {"vae_name": "tn_glyph_ae.safetensors"}),
+        "enc": ("TN_VAEEncode", {"vae": ("vae", 0), "image": ("draft_img", 0)}, "Draft -> diffusion latent"),
+        **_diffusion_branch("refine", "den", "flow_euler", "flow_sd3", 30, 3.0, 5, ("pos", 0), ("neg", 0), ("enc", 0),
+                            denoise=0.6),
+        "both": ("ImageBatch", {"image1": ("draft_img", 0), "image2": ("refine_img", 0)}),
+        **_save_grid(("both", 0), "tn_hybrid_var_draft_refine"),
+    },
+}
+
+WORKFLOWS["hybrid_diffusion_to_ar_edit"] = {
+    "note": ("Diffusion -> tokens -> AR edit. The SiT flow model draws ten 3s (row 1). Its images are VQ-encoded twice: into "
+             "VAR's multi-scale tokens, whose centre is regenerated scale by scale as a 3 (row 2, inpainting) and as an 8 "
+             "(row 3, class-conditional editing), and into the raster tokenizer's grid, whose bottom half the raster model "
+             "completes as a 3 (row 4). To use published checkpoints instead: DiT/SiT + SD VAE decode, then vae_ch160v4096z32.pth + "
+             "var_d16.pth and vq_ds16_c2i.pt + c2i_B_256.pt at 256 px, ImageNet labels."),
+    "nodes": {
+        "den": ("TN_Denoiser", {"denoiser_name": "tn_glyph_sit.safetensors", "prediction": "auto", "weight_dtype": "auto"}),
+        "pos": ("TN_ClassLabel", {"model": ("den", 0), "class_index": 3, "class_name": "", "class_indices": ""}, "Class: three"),
+        "neg": ("TN_ClassLabel", {"model": ("den", 0), "class_index": -1, "class_name": "", "class_indices": ""}, "Unconditional (null class)"),
+        "empty": ("TN_EmptyLatent", {"model": ("den", 0), "batch_size": 10}),
+        "vae": ("TN_VAELoader", {"vae_name": "tn_glyph_ae.safetensors"}),
+        **_diffusion_branch("gen", "den", "flow_euler", "flow_sd3", 30, 3.0, 21, ("pos", 0), ("neg", 0), ("empty", 0)),
+        "msvq": ("TN_VQLoader", {"vq_name": "tn_glyph_msvq.safetensors", "weight_dtype": "auto"}),
+        "var": ("TN_ARModelLoader", {"model_name": "tn_glyph_var.safetensors", "weight_dtype": "auto"}),
+        "var_enc": ("TN_VQEncode", {"vq": ("msvq", 0), "image": ("gen_img", 0), "patch_nums": "auto"}),
+        "centre": ("TN_RectMask", {"width": 32, "height": 32, "left": 0.25, "top": 0.25, "right": 0.75, "bottom": 0.75}),
+        "inpaint": _scalewise(model=("var", 0), vq=("msvq", 0), class_index=3, tokens=("var_enc", 0), mask=("centre", 0), seed=1),
+        "edit": _scalewise(model=("var", 0), vq=("msvq", 0), class_index=8, tokens=("var_enc", 0), mask=("centre", 0), seed=1),
+        "inpaint_img": ("TN_VQDecode", {"vq": ("msvq", 0), "tokens": ("inpaint", 0)}),
+        "edit_img": ("TN_VQDecode", {"vq": ("msvq", 0), "tokens": ("edit", 0)}),
+        "rvq": ("TN_VQLoader", {"vq_name": "tn_glyph_vq.safetensors", "weight_dtype": "auto"}),
+        "gpt": ("TN_ARModelLoader", {"model_name": "tn_glyph_gpt.safetensors", "weight_dtype": "auto"}),
+        "r_enc": ("TN_VQEncode", {"vq": ("rvq", 0), "image": ("gen_img", 0), "patch_nums": "auto"}),
+        "bottom": ("TN_RectMask", {"width": 32, "height": 32, "left": 0.0, "top": 0.5, "right": 1.0, "bottom": 1.0}),
+        "complete": _raster(model=("gpt", 0), vq=("rvq", 0), class_index=3, tokens=("r_enc", 0), mask=("bottom", 0), seed=2),
+        "complete_img": ("TN_VQDecode", {"vq": ("rvq", 0), "tokens": ("complete", 0)}),
+        "b1": ("ImageBatch", {"image1": ("gen_img", 0), "image2": ("inpaint_img", 0)}),
+        "b2": ("ImageBatch", {"image1": ("b1", 0), "image2": ("edit_img", 0)}),
+        "b3": ("ImageBatch", {"image1": ("b2", 0), "image2": ("complete_img", 0)}),
+        **_save_grid(("b3", 0), "tn_hybrid_diffusion_to_ar_edit"),
+    },
+}
+
+
+
+WORKFLOWS["compare_every_paradigm"] = {
+    "note": ("Same classes, every paradigm. One TN Class Label (digits 0-9) drives six branches: DDPM (DiT, 50 ancestral "
+             "steps), DDIM (DiT, 25 steps), flow matching (SiT, 25 Euler steps), few-step consistency-style sampling (LCM "
+             "sampler, 4 steps, on the same DiT: it is not distilled, so expect worse images), raster AR (LlamaGen-style "
+             "GPT, 64 tokens one at a time) and VAR (6 scales). TN Compare lays out one row per paradigm with real glyphs "
+             "on top, and tabulates what each node measured: network evaluations per image, sequential passes, steps or "
+             "tokens, wall time and the judge's accuracy. To use published checkpoints instead, load them as the other "
+             "example workflows' notes describe (the judge only scores the demo classes)."),
+    "nodes": {
+        "den": ("TN_Denoiser", {"denoiser_name": "tn_glyph_dit.safetensors", "prediction": "auto", "weight_dtype": "auto"}),
+        "sit": ("TN_Denoiser", {"denoiser_name": "tn_glyph_sit.safetensors", "prediction": "auto", "weight_dtype": "auto"}),
+        "pos": ("TN_ClassLabel", {"model": ("den", 0), "class_index": 0, "class_name": "", "class_indices": DIGITS},
+                "Class labels (digits 0-9), shared by all branches"),
+        "neg": ("TN_ClassLabel", {"model": ("den", 0), "class_index": -1, "class_name": "", "class_indices": ""}, "Unconditional (null class)"),
+        "empty": ("TN_EmptyLatent", {"model": ("den", 0), "batch_size": 20}),
+        "vae": ("TN_VAELoader", {"vae_name": "tn_glyph_ae.safetensors"}),
+        **_diffusion_branch("ddpm", "den", "ddpm", "ddpm_linear", 50, 3.0, 7, ("pos", 0), ("neg", 0), ("empty", 0)),
+        **_diffusion_branch("ddim", "den", "ddim", "ddpm_linear", 25, 3.0, 7, ("pos", 0), ("neg", 0), ("empty", 0), eta=0.0),
+        **_diffusion_branch("flow", "sit", "flow_euler", "flow_sd3", 25, 3.0, 7, ("pos", 0), ("neg", 0), ("empty", 0)),
+        **_diffusion_branch("lcm", "den", "lcm", "ddpm_linear", 4, 3.0, 7, ("pos", 0), ("neg", 0), ("empty", 0)),
+        "rvq": ("TN_VQLoader", {"vq_name": "tn_glyph_vq.safetensors", "weight_dtype": "auto"}),
+        "gpt": ("TN_ARModelLoader", {"model_name": "tn_glyph_gpt.safetensors", "weight_dtype": "auto"}),
+        "raster": _raster(model=("gpt", 0), vq=("rvq", 0), class_label=("pos", 0), batch_size=20, seed=7),
+        "raster_img": ("TN_VQDecode", {"vq": ("rvq", 0), "tokens": ("raster", 0)}),
+        "msvq": ("TN_VQLoader", {"vq_name": "tn_glyph_msvq.safetensors", "weight_dtype": "auto"}),
+        "var": ("TN_ARModelLoader", {"model_name": "tn_glyph_var.safetensors", "weight_dtype": "auto"}),
+        "scales": _scalewise(model=("var", 0), vq=("msvq", 0), class_label=("pos", 0), batch_size=20, seed=7),
+        "scales_img": ("TN_VQDecode", {"vq": ("msvq", 0), "tokens": ("scales", 0)}),
+        "real": ("TN_GlyphImages", {"class_indices": DIGITS, "batch_size": 20, "seed": 99}, "Real glyphs (reference row)"),
+        "judge": ("TN_JudgeLoader", {"judge_name": "tn_glyph_judge.safetensors"}),
+        "compare": ("TN_Compare", {"images_1": ("real", 0), "columns": 20, "scale": 2,
+                                   "images_2": ("ddpm_img", 0), "stats_2": ("ddpm_sample", 3),
+                                   "images_3": ("ddim_img", 0), "stats_3": ("ddim_sample", 3),
+                                   "images_4": ("flow_img", 0), "stats_4": ("flow_sample", 3),
+                                   "images_5": ("lcm_img", 0), "stats_5": ("lcm_sample", 3),
+                                   "images_6": ("raster_img", 0), "stats_6": ("raster", 2),
+                                   "images_7": ("scales_img", 0), "stats_7": ("scales", 2),
+                                   "labels": "real glyphs (dataset)", "judge": ("judge", 0)}),
+        "save_grid": ("SaveImage", {"images": ("compare", 0), "filename_prefix": "tn_compare_grid"}),
+        "save_table": ("SaveImage", {"images": ("compare", 1), "filename_prefix": "tn_compare_table"}),
+    },
+}
