@@ -333,3 +333,28 @@ WORKFLOWS["compare_every_paradigm"] = {
         "save_table": ("SaveImage", {"images": ("compare", 1), "filename_prefix": "tn_compare_table"}),
     },
 }
+
+WORKFLOWS["hybrid_var_coarse_scales_diffusion_finish"] = {
+    "note": ("VAR's coarse scales as the starting point of diffusion. VAR predicts digits 0-9 scale by scale and returns the "
+             "image after every scale; core Image From Batch picks the image after the 4th scale (4x4 tokens: layout and "
+             "colour, no detail; row 1). It is encoded to the diffusion latent space, re-noised to 80% of the flow "
+             "schedule and finished by the SiT flow model (row 2). Row 3: VAR's own finish (all 6 scales). To use "
+             "published checkpoints instead: var_d16.pth + vae_ch160v4096z32.pth (pick an early one of its 10 scales, "
+             "e.g. index 4 = 5x5 tokens), core VAE Encode with the SD VAE and SiT-XL-2-256x256.pt, ImageNet labels."),
+    "nodes": {
+        "vq": ("TN_VQLoader", {"vq_name": "tn_glyph_msvq.safetensors", "weight_dtype": "auto"}),
+        "ar": ("TN_ARModelLoader", {"model_name": "tn_glyph_var.safetensors", "weight_dtype": "auto"}),
+        "den": ("TN_Denoiser", {"denoiser_name": "tn_glyph_sit.safetensors", "prediction": "auto", "weight_dtype": "auto"}),
+        **_labels(),
+        "scales": _scalewise(class_label=("pos", 0), batch_size=10, seed=4, return_intermediates=True),
+        "coarse": ("ImageFromBatch", {"image": ("scales", 1), "batch_index": 30, "length": 10}, "After scale 4 of 6 (4x4 tokens)"),
+        "final": ("ImageFromBatch", {"image": ("scales", 1), "batch_index": 50, "length": 10}, "After scale 6 of 6 (VAR's own finish)"),
+        "vae": ("TN_VAELoader", {"vae_name": "tn_glyph_ae.safetensors"}),
+        "enc": ("TN_VAEEncode", {"vae": ("vae", 0), "image": ("coarse", 0)}),
+        **_diffusion_branch("finish", "den", "flow_euler", "flow_sd3", 30, 3.0, 4, ("pos", 0), ("neg", 0), ("enc", 0),
+                            denoise=0.8),
+        "b1": ("ImageBatch", {"image1": ("coarse", 0), "image2": ("finish_img", 0)}),
+        "b2": ("ImageBatch", {"image1": ("b1", 0), "image2": ("final", 0)}),
+        **_save_grid(("b2", 0), "tn_hybrid_var_coarse_diffusion_finish"),
+    },
+}
