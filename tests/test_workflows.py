@@ -55,3 +55,30 @@ def test_workflow_runs_on_bundled_models_and_pngs_carry_the_graph(comfy, stem):
         assert json.loads(img.info["workflow"])["nodes"] and json.loads(img.info["prompt"])
         px = img.convert("L").getextrema()
         assert px[1] - px[0] > 50, "the image is (nearly) uniform"
+
+
+def test_every_workflow_has_a_template_thumbnail():
+    for stem in STEMS:
+        jpg = WORKFLOWS / f"{stem}.jpg"
+        assert jpg.is_file(), f"{stem}: no thumbnail {jpg.name} (python scripts/update_gallery.py after the main job)"
+        img = Image.open(jpg)
+        assert img.format == "JPEG" and img.width >= 200 and img.height >= 150
+        assert img.convert("L").getextrema()[1] - img.convert("L").getextrema()[0] > 50, "a blank thumbnail"
+    assert not list((WORKFLOWS / "api").glob("*.jpg")), "API twins are not templates"
+
+
+def test_comfyui_templates_browser_lists_every_workflow_with_its_thumbnail(comfy):
+    import urllib.error
+    from comfy_harness import PACK_DIR_NAME
+    try:
+        listed = json.loads(comfy._request("GET", "/workflow_templates"))
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            pytest.skip("this ComfyUI (e.g. the pinned March-2024 copy) has no Templates browser for custom nodes; "
+                        "run with TN_COMFYUI_DIR=<current ComfyUI> to check it")
+        raise
+    assert sorted(listed.get(PACK_DIR_NAME, [])) == STEMS, "the Templates browser lists exactly the UI workflows"
+    for stem in STEMS:
+        raw = comfy._request("GET", f"/api/workflow_templates/{PACK_DIR_NAME}/{stem}.jpg")
+        assert Image.open(io.BytesIO(raw)).format == "JPEG"
+        assert json.loads(comfy._request("GET", f"/api/workflow_templates/{PACK_DIR_NAME}/{stem}.json"))["nodes"]
