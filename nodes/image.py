@@ -50,8 +50,9 @@ class TN_GlyphImages:
                    "completion, and the reference row of comparisons.")
     CATEGORY = f"{CATEGORY}/image"
     FUNCTION = "make"
-    RETURN_TYPES = ("IMAGE",)
-    OUTPUT_TOOLTIPS = ("32x32 RGB images.",)
+    RETURN_TYPES = ("IMAGE", "TN_STATS")
+    RETURN_NAMES = ("images", "stats")
+    OUTPUT_TOOLTIPS = ("32x32 RGB images.", "Their classes, for TN Compare (a reference row the judge can score; no generation costs).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -62,7 +63,7 @@ class TN_GlyphImages:
         }}
 
     def make(self, class_indices, batch_size, seed):
-        from ..demo.glyphs import CLASS_NAMES, make_batch
+        from ..demo.glyphs import CLASS_NAMES, render
         try:
             classes = [int(c) for c in class_indices.replace(" ", "").split(",") if c]
         except ValueError:
@@ -70,8 +71,11 @@ class TN_GlyphImages:
         if not classes or any(not 0 <= c < len(CLASS_NAMES) for c in classes):
             raise NodeInputError("TN_GlyphImages", "class_indices", f"expected classes in 0..{len(CLASS_NAMES) - 1}, got {class_indices!r}")
         labels = [classes[i % len(classes)] for i in range(batch_size)]
-        images, _ = make_batch(batch_size, seed, classes=labels)
-        return (images.movedim(1, -1).contiguous(),)
+        images = render(torch.tensor(labels, dtype=torch.long), seed)  # in the order given (make_batch shuffles)
+        from ..report.stats import RunStats
+        stats = RunStats(label="real glyphs (dataset)", paradigm="data", batch=batch_size, class_ids=labels,
+                         class_names=list(CLASS_NAMES)).as_dict()
+        return (images.movedim(1, -1).contiguous(), stats)
 
 
 class TN_RectMask:

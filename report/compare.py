@@ -104,8 +104,8 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     out = []
     for r in rows:
         s = r.stats
-        if s is None:
-            out.append([r.label, str(r.images.shape[0])] + ["n/a"] * 5 +
+        if s is None or s.paradigm == "data":  # no stats, or real data: nothing was generated
+            out.append([r.label, str(r.images.shape[0])] + ["n/a" if s is None else "-"] * 5 +
                        ["n/a" if r.judge_accuracy is None else f"{100 * r.judge_accuracy:.0f}%"])
             continue
         steps = f"{s.units} {s.unit}" + (f" ({s.tokens} tokens)" if s.tokens is not None and s.unit != "tokens" else "")

@@ -71,26 +71,28 @@ def test_compare_tabulates_what_every_paradigm_measured(comfy):
         "scales": scalewise(class_label=["pos", 0]),
         "scales_img": N("TN_VQDecode", vq=["msvq", 0], tokens=["scales", 0]),
         "judge": N("TN_JudgeLoader", judge_name="tn_glyph_judge.safetensors"),
+        "real": N("TN_GlyphImages", class_indices="3,7", batch_size=2, seed=5),
         "compare": N("TN_Compare", images_1=["guided_img", 0], stats_1=["guided_sample", 3], images_2=["plain_img", 0],
                      stats_2=["plain_sample", 3], images_3=["raster_img", 0], stats_3=["raster", 2],
-                     images_4=["scales_img", 0], stats_4=["scales", 2], columns=2, scale=2, labels="\ncfg 1 (no guidance)",
-                     judge=["judge", 0]),
+                     images_4=["scales_img", 0], stats_4=["scales", 2], images_5=["real", 0], stats_5=["real", 1],
+                     columns=2, scale=2, labels="\ncfg 1 (no guidance)", judge=["judge", 0]),
         "save_grid": N("SaveImage", images=["compare", 0], filename_prefix="tn_cmp_grid"),
         "save_table": N("SaveImage", images=["compare", 1], filename_prefix="tn_cmp_table"),
     })
     out = comfy.run(g, timeout=600)
     rows = table_rows(out)
     assert [r[0] for r in rows] == ["DiT ddim, 5 steps, cfg 3", "cfg 1 (no guidance)",
-                                    "raster AR (tn_glyph_gpt), cfg 6", "VAR (tn_glyph_var), cfg 3"]
+                                    "raster AR (tn_glyph_gpt), cfg 6", "VAR (tn_glyph_var), cfg 3", "real glyphs (dataset)"]
     # columns: branch, images, network evals / image, sequential passes, steps or tokens, wall s, ms / image, judge
     assert rows[0][1:5] == ["2", "10", "5", "5 denoising steps"], "cfg > 1: cond + uncond per step, batched in one pass"
     assert rows[1][1:5] == ["2", "5", "5", "5 denoising steps"], "cfg 1 skips the unconditional pass"
     assert rows[2][1:5] == ["2", "128", "64", "64 tokens"], "8x8 tokens, one pass each, with the null-class rows"
     assert rows[3][1:5] == ["2", "12", "6", "6 scales (130 tokens)"], "VAR: one pass per scale (1+4+9+16+36+64 tokens)"
-    for r in rows:
+    assert rows[4][1:] == ["2", "-", "-", "-", "-", "-", "100%"], "real glyphs of the requested classes: judge 100%"
+    for r in rows[:4]:
         assert float(r[5]) > 0 and r[7].endswith("%"), r
     grid, = arrays(comfy, out, "save_grid")
-    assert grid.shape[0] == 4 * (2 * 32 + 2 + 2), "4 rows of one line of 64 px tiles, 2 px padding above and below"
+    assert grid.shape[0] == 5 * (2 * 32 + 2 + 2), "5 rows of one line of 64 px tiles, 2 px padding above and below"
     table, = arrays(comfy, out, "save_table")
     assert table.shape[0] > 5 * 14 and table.min() < 60
 

@@ -57,6 +57,9 @@ def test_table_reports_the_measured_numbers_and_na_without_stats():
     assert text[2].split(" | ")[1:8] == ["4", "50", "25", "25 denoising steps", "2.00", "500.0", "75% |"]
     assert "6 scales (130 tokens)" in text[3] and text[3].endswith("n/a |")
     assert text[4].count("n/a") == 6
+    data = RunStats(label="real", paradigm="data", batch=4, class_ids=[1, 2, 3, 4])
+    cells = markdown_table([Row("real glyphs", torch.zeros(4, 8, 8, 3), data, 1.0)]).splitlines()[2].split(" | ")
+    assert cells[1:] == ["4", "-", "-", "-", "-", "-", "100% |"], "real data: nothing generated, but the judge scores it"
     img = table_image(rows)
     assert img.shape[1] > 4 * 14 and img.min() < 0.2 and img.max() > 0.9  # text drawn on white
 
