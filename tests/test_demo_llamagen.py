@@ -114,3 +114,7 @@ def test_training_scripts_smoke(tmp_path):
                                       block_size=int(meta["block_size"]))
     assert gpt.config.vocab_size == int(vq_meta["codebook_size"]) and gpt.num_classes == 10
     assert r["heldout_loss"] > 0
+    # --init continues from that file: the weights it starts from are the saved ones, and the steps accumulate
+    more = tmp_path / "gpt2.safetensors"
+    train_llamagen_gpt.main(["--smoke", "--threads", "1", "--vq", str(vq_out), "--init", str(gpt_out), "--out", str(more)])
+    assert (_meta(more)["train_steps"], _meta(more)["continued_from_steps"]) == ("4", "2")

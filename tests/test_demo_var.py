@@ -84,4 +84,7 @@ def test_training_scripts_smoke(tmp_path):
     vq, var = load_var_vqvae(str(vq_out)), load_var(str(var_out))
     assert var.cfg.vocab_size == vq.vocab_size and var.patch_nums == PATCH_NUMS
     assert _meta(vq_out)["train_steps"] == "2" and _meta(var_out)["train_steps"] == "2"
+    more = tmp_path / "var2.safetensors"
+    train_var.main(["--smoke", "--tokenizer", str(vq_out), "--init", str(var_out), "--out", str(more)])
+    assert (_meta(more)["train_steps"], _meta(more)["continued_from_steps"]) == ("4", "2")
     assert {p: p.stat().st_mtime for p in (VQ_PATH, VAR_PATH)} == before

@@ -21,6 +21,21 @@ def save_fp16(model_or_sd: torch.nn.Module | dict[str, torch.Tensor], path: str,
     return os.path.getsize(path)
 
 
+def load_init(model: torch.nn.Module, path: str) -> tuple[int, float]:
+    """Continue training from a saved checkpoint of the same architecture (fp16 -> the model's dtype, strict keys).
+
+    Returns (train_steps, train_seconds) recorded in its metadata, to accumulate into the new file's metadata.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    own = model.state_dict()
+    sd = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in load_file(path).items()}
+    model.load_state_dict(sd)
+    return int(meta.get("train_steps", 0)), float(meta.get("train_seconds", 0))
+
+
 class EMA:
     """Exponential moving average of a model's floating parameters and buffers (decay per step)."""
 

@@ -24,7 +24,7 @@ from models.judge import GlyphJudge, judge_accuracy
 from models.llamagen_gpt import LlamaGenGPT, LlamaGenGPTConfig
 from samplers.ar import generate_raster
 from tokenizers.llamagen_vq import LlamaGenVQ
-from training.common import EMA, HELDOUT_SEED, Clock, lr_at, save_fp16
+from training.common import EMA, HELDOUT_SEED, Clock, load_init, lr_at, save_fp16
 
 POOL_SEED0 = 40_000_000  # pool chunk i is make_batch(chunk, POOL_SEED0 + i)
 # Picked by a sweep on the bundled model (judge accuracy over 200 samples): cfg 4-8 and top-k 5-20 all lie within a
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--smoke", action="store_true", help="2 tiny steps, for tests")
     p.add_argument("--out", default="weights/tn_glyph_gpt.safetensors")
+    p.add_argument("--init", default="", help="continue from this checkpoint (same --dim/--layers; steps accumulate)")
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.batch, args.pool, args.heldout, args.dim, args.layers = 2, 4, 8, 8, 64, 1
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"prep {prep_seconds:.0f}s", flush=True)
 
     gpt = LlamaGenGPT(demo_gpt_config(vq.codebook_size, args.dim, args.layers, seq_len)).train()
+    prior_steps, prior_seconds = load_init(gpt, args.init) if args.init else (0, 0.0)
     ema = EMA(gpt, args.ema)
     decay = [q for q in gpt.parameters() if q.ndim >= 2]
     no_decay = [q for q in gpt.parameters() if q.ndim < 2]
@@ -182,10 +184,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     meta = {"tn_kind": "ar", "family": "llamagen", "class_names": json.dumps(CLASS_NAMES),
             "num_classes": str(len(CLASS_NAMES)), "image_size": str(IMAGE_SIZE), "n_head": str(final.config.n_head),
             "block_size": str(final.config.block_size), "cls_token_num": "1",
-            "tokenizer": os.path.basename(args.vq), "train_steps": str(done), "train_seconds": f"{train_seconds:.0f}",
+            "tokenizer": os.path.basename(args.vq), "train_steps": str(prior_steps + done), "train_seconds": f"{prior_seconds + train_seconds:.0f}",
             "prep_seconds": f"{prep_seconds:.0f}", "pool": str(args.pool), "ema": str(use_ema),
             "heldout_loss": f"{metrics['heldout_loss']:.4f}",
             **{f"default_{k}": str(v) for k, v in DEFAULT_SAMPLING.items()}}
+    if args.init:
+        meta["continued_from_steps"] = str(prior_steps)
     if "judge_acc_default" in metrics:
         meta["judge_accuracy_default"] = f"{metrics['judge_acc_default']:.4f}"
     size = save_fp16(final, args.out, meta)

@@ -25,7 +25,7 @@ from models.judge import GlyphJudge, judge_accuracy
 from models.var import VAR, VARConfig
 from samplers.var import generate_var
 from tokenizers.var_vqvae import VARVQVAE
-from training.common import Clock, lr_at, save_fp16
+from training.common import Clock, load_init, lr_at, save_fp16
 from training.train_var_vqvae import PATCH_NUMS, schedule_step
 
 NULL_CLASS = len(CLASS_NAMES)
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--max-minutes", type=float, default=20.0, help="stop early past this wall time (pool included)")
     p.add_argument("--smoke", action="store_true", help="2 tiny steps, for CI")
     p.add_argument("--out", default="weights/tn_glyph_var.safetensors")
+    p.add_argument("--init", default="", help="continue from this checkpoint (same --depth/--width; steps accumulate)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     if args.smoke:
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     mlp_hidden=4 * args.width, patch_nums=PATCH_NUMS, shared_aln=False, attn_l2_norm=True)
     var = VAR(cfg)
     init_weights(var)
+    prior_steps, prior_seconds = load_init(var, args.init) if args.init else (0, 0.0)
     decay = [q for n, q in var.named_parameters() if q.ndim >= 2 and "pos_" not in n and not n.endswith(("class_emb.weight", "lvl_embed.weight"))]
     no_decay = [q for n, q in var.named_parameters() if not any(q is d for d in decay)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}],
@@ -159,7 +161,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     meta = {"tn_kind": "ar", "family": "var", "class_names": json.dumps(CLASS_NAMES),
             "num_classes": str(len(CLASS_NAMES)), "image_size": str(IMAGE_SIZE), "patch_nums": json.dumps(PATCH_NUMS),
             "tokenizer": os.path.basename(args.tokenizer), "default_sampling": json.dumps(DEFAULT_SAMPLING),
-            "train_steps": str(step + 1), "train_seconds": f"{train_seconds:.0f}"}
+            "train_steps": str(prior_steps + step + 1), "train_seconds": f"{prior_seconds + train_seconds:.0f}"}
+    if args.init:
+        meta["continued_from_steps"] = str(prior_steps)
     metrics = {"loss": loss.item(), "seconds": train_seconds}
     if os.path.exists(args.judge):
         judge = GlyphJudge.from_state_dict(load_file(args.judge))
