@@ -3,15 +3,11 @@ hybrid graphs, in a real ComfyUI on the bundled demo models."""
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
-
-def N(cls, **inputs):
-    return {"class_type": cls, "inputs": inputs}
+from test_ar_nodes import N, _expect_failure
 
 
 def diffusion(key, cfg, steps, batch=2, sampler="ddim"):
@@ -113,14 +109,6 @@ def test_one_class_label_drives_ar_decoders_like_their_own_class_list(comfy):
     for a, b in (("from_label", "from_list"), ("var_label", "var_list")):
         for x, y in zip(arrays(comfy, out, f"{a}_save"), arrays(comfy, out, f"{b}_save")):
             assert np.array_equal(x, y), f"{a} and {b} must generate the same tokens"
-
-
-def _expect_failure(comfy, g, *needles):
-    with pytest.raises(Exception) as err:
-        comfy.run(g, timeout=300)
-    text = str(err.value) + json.dumps(getattr(err.value, "response", None) or {}, default=str)
-    for n in needles:
-        assert n in text, f"{n!r} not in: {text[:1500]}"
 
 
 def _compare_graph(batch_2=2, stats_batch=2):
