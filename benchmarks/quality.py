@@ -117,17 +117,18 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", default="", help="save a PNG grid of the first 100 samples per model to this prefix")
+    p.add_argument("--weights-dir", default=WEIGHTS, help="folder holding tn_glyph_{ae,judge,dit,sit}.safetensors")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
-    ae, scale = load_bundled_ae()
-    judge = load_bundled_judge()
+    ae, scale = load_bundled_ae(os.path.join(args.weights_dir, "tn_glyph_ae.safetensors"))
+    judge = load_bundled_judge(os.path.join(args.weights_dir, "tn_glyph_judge.safetensors"))
     real, real_labels = make_batch(args.samples, REAL_SEED)
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
     print(f"reference: judge accuracy on {args.samples} real glyphs {judge_accuracy(judge, real, real_labels):.3f}, "
           f"KID real vs other real {kid(judge.features(real), judge.features(make_batch(args.samples, REAL_SEED + 1)[0])):.5f}")
     results = {}
     for family in (["dit", "sit"] if args.model == "all" else [args.model]):
-        net = load_denoiser(os.path.join(WEIGHTS, f"tn_glyph_{family}.safetensors"))
+        net = load_denoiser(os.path.join(args.weights_dir, f"tn_glyph_{family}.safetensors"))
         r = evaluate_denoiser(net, ae, scale, judge, args.samples, steps=args.steps, cfg=args.cfg, seed=args.seed)
         images = r.pop("images")
         if args.grid:

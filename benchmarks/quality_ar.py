@@ -37,12 +37,12 @@ def var_defaults(path: str = os.path.join(WEIGHTS, "tn_glyph_var.safetensors")) 
 @torch.no_grad()
 def eval_var(args: argparse.Namespace) -> dict[str, object]:
     """Sample args.samples glyphs from the bundled VAR (default settings unless overridden) and score them."""
-    path = os.path.join(WEIGHTS, "tn_glyph_var.safetensors")
+    path = os.path.join(args.weights_dir, "tn_glyph_var.safetensors")
     with safe_open(path, "pt") as f:
         tokenizer = f.metadata()["tokenizer"]
     var = VAR.from_state_dict(load_file(path))
-    vq = VARVQVAE.from_state_dict(load_file(os.path.join(WEIGHTS, tokenizer)))
-    judge = load_bundled_judge()
+    vq = VARVQVAE.from_state_dict(load_file(os.path.join(args.weights_dir, tokenizer)))
+    judge = load_bundled_judge(os.path.join(args.weights_dir, "tn_glyph_judge.safetensors"))
     settings = var_defaults(path)
     for k, v in (("cfg_scale", args.var_cfg), ("top_k", args.var_top_k), ("top_p", args.var_top_p)):
         if v is not None:
@@ -92,9 +92,10 @@ def load_bundled_llamagen(path: str = os.path.join(WEIGHTS, "tn_glyph_gpt.safete
 @torch.no_grad()
 def eval_llamagen(args: argparse.Namespace) -> dict[str, object]:
     """Sample args.samples glyphs from the bundled LlamaGen GPT (default settings unless overridden), decode, score."""
-    gpt, vq = load_bundled_llamagen()
-    judge = load_bundled_judge()
-    settings = llamagen_defaults()
+    path = os.path.join(args.weights_dir, "tn_glyph_gpt.safetensors")
+    gpt, vq = load_bundled_llamagen(path)
+    judge = load_bundled_judge(os.path.join(args.weights_dir, "tn_glyph_judge.safetensors"))
+    settings = llamagen_defaults(path)
     for k, v in (("cfg_scale", args.llamagen_cfg), ("temperature", args.llamagen_temperature),
                  ("top_k", args.llamagen_top_k), ("top_p", args.llamagen_top_p)):
         if v is not None:
@@ -139,9 +140,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     p.add_argument("--var-top-k", type=int, default=None)
     p.add_argument("--var-top-p", type=float, default=None)
     p.add_argument("--var-more-smooth", action="store_true")
+    p.add_argument("--weights-dir", default=WEIGHTS, help="folder holding the models, their tokenizers and the judge")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
-    judge = load_bundled_judge()
+    judge = load_bundled_judge(os.path.join(args.weights_dir, "tn_glyph_judge.safetensors"))
     real, real_labels = make_batch(args.samples, REAL_SEED)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
           f"torch threads {torch.get_num_threads()}")

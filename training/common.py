@@ -14,7 +14,7 @@ HELDOUT_SEED = 1_000_000_007  # real samples for evaluation come from seeds neve
 def save_fp16(model_or_sd: torch.nn.Module | dict[str, torch.Tensor], path: str, metadata: dict[str, object]) -> int:
     """Save float tensors as fp16 (integer buffers unchanged) with string metadata; returns the file size in bytes."""
     sd = model_or_sd.state_dict() if isinstance(model_or_sd, torch.nn.Module) else model_or_sd
-    sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    sd = {k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in sd.items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_file(sd, path, metadata=meta)
@@ -34,6 +34,40 @@ def load_init(model: torch.nn.Module, path: str) -> tuple[int, float]:
     sd = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in load_file(path).items()}
     model.load_state_dict(sd)
     return int(meta.get("train_steps", 0)), float(meta.get("train_seconds", 0))
+
+
+def _render(spec: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    from demo.glyphs import make_batch
+    torch.set_num_threads(1)
+    return make_batch(*spec)
+
+
+def render_batches(specs: list[tuple[int, int]], workers: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """make_batch(n, seed) for each (n, seed) in `specs`, in order; `workers` > 1 renders in that many processes.
+
+    The glyphs are the same either way (each batch depends only on its seed). Call it before CUDA is initialised:
+    the worker processes are forked.
+    """
+    if workers <= 1 or len(specs) <= 1:
+        from demo.glyphs import make_batch
+        return [make_batch(*spec) for spec in specs]
+    import multiprocessing as mp
+    with mp.get_context("fork").Pool(min(workers, len(specs))) as pool:
+        return pool.map(_render, specs)
+
+
+def pick_device(name: str) -> torch.device:
+    """--device argument -> torch.device, with a clear error when CUDA is asked for and absent."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: this torch has no CUDA device (torch {torch.__version__})")
+    return device
+
+
+def train_device_label(device: torch.device, earlier: str = "") -> str:
+    """What a checkpoint was trained on, for its metadata ('cpu', 'NVIDIA H100 80GB HBM3', 'cpu then ...')."""
+    here = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return f"{earlier} then {here}" if earlier and earlier != here else here
 
 
 class EMA:

@@ -22,29 +22,33 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from demo.glyphs import CLASS_NAMES, IMAGE_SIZE, make_batch
+from demo.glyphs import CLASS_NAMES, IMAGE_SIZE
 from models.autoencoder import GlyphAutoencoder
 from models.denoiser import DenoiserInfo, DenoiserNet
 from models.dit import DiT, DiTConfig
 from samplers.schedules import alphas_cumprod
-from training.common import EMA, Clock, lr_at, save_fp16
+from training.train_var_vqvae import schedule_step
+from training.common import EMA, Clock, lr_at, pick_device, render_batches, save_fp16, train_device_label
 
 NULL_CLASS = len(CLASS_NAMES)
 POOL_SEED = 20_000_000
 
 
 @torch.no_grad()
-def latent_pool(ae: GlyphAutoencoder, scale: float, n: int, cache: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """n scaled latents [n,4,8,8] with labels [n], encoded from glyph seeds POOL_SEED + i (cached to `cache`)."""
+def latent_pool(ae: GlyphAutoencoder, scale: float, n: int, cache: str | None, workers: int = 0,
+                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """n scaled latents [n,4,8,8] with labels [n] (on the CPU), encoded from glyph seeds POOL_SEED + i (cached to
+    `cache`); glyphs render in `workers` processes and encode on `device`."""
     if cache and os.path.exists(cache):
         data = torch.load(cache, map_location="cpu", weights_only=True)
         if data["latents"].shape[0] == n:
             return data["latents"], data["labels"]
     zs, ys = [], []
-    for i in range(0, n, 1000):
-        x, y = make_batch(min(1000, n - i), seed=POOL_SEED + i)
-        zs.append(ae.encode(x) * scale)
+    ae = ae.to(device)
+    for x, y in render_batches([(min(1000, n - i), POOL_SEED + i) for i in range(0, n, 1000)], workers):
+        zs.append((ae.encode(x.to(device)) * scale).cpu())
         ys.append(y)
+    ae.cpu()
     latents, labels = torch.cat(zs), torch.cat(ys)
     if cache:
         os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
@@ -58,11 +62,11 @@ def denoiser_loss(model: DiT, x1: torch.Tensor, y: torch.Tensor, kind: str, ac: 
     b = x1.shape[0]
     noise = torch.randn_like(x1)
     if kind == "dit":
-        t = torch.randint(0, ac.shape[0], (b,))
+        t = torch.randint(0, ac.shape[0], (b,), device=x1.device)
         a = ac[t].view(b, 1, 1, 1)
         xt = a.sqrt() * x1 + (1 - a).sqrt() * noise
         return F.mse_loss(model(xt, t.float(), y), noise)
-    t = torch.rand(b)
+    t = torch.rand(b, device=x1.device)
     tt = t.view(b, 1, 1, 1)
     xt = tt * x1 + (1 - tt) * noise
     return F.mse_loss(model(xt, t, y), x1 - noise)
@@ -100,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--init", default="", help="continue from this checkpoint (steps and seconds are accumulated)")
     p.add_argument("--out", default="")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (training only; the periodic evaluation runs on the CPU)")
+    p.add_argument("--workers", type=int, default=0, help="processes that render the glyph pool (0: this one)")
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.batch, args.hidden, args.depth, args.pool, args.eval_every = 3, 8, 32, 1, 16, 0
@@ -120,7 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise ValueError(f"autoencoder file {args.ae} not found: train it first (python -m training.train_autoencoder)")
     cache = args.cache.replace(".pt", f"_{args.pool}_{ae_tag}.pt") if args.cache else None
     clock = Clock()
-    latents, labels = latent_pool(ae, scale, args.pool, cache)
+    device = pick_device(args.device)
+    latents, labels = latent_pool(ae, scale, args.pool, cache, args.workers, device)
     print(f"latent pool {tuple(latents.shape)} std {latents.std().item():.3f} ready at {clock():.0f}s", flush=True)
 
     cfg = DiTConfig(input_size=latents.shape[-1], patch_size=args.patch, in_channels=latents.shape[1],
@@ -134,16 +141,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         nn.init.normal_(model.y_embedder.embedding_table.weight, std=args.class_init)
         for lin in (model.t_embedder.mlp[0], model.t_embedder.mlp[2]):
             nn.init.xavier_uniform_(lin.weight)
-    done_steps, done_seconds = 0, 0.0
+    done_steps, done_seconds, init_device = 0, 0.0, ""
     if args.init:  # continue from a saved (EMA) checkpoint of the same architecture
         with safe_open(args.init, "pt") as f:
             meta = f.metadata()
         model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
         done_steps, done_seconds = int(meta.get("train_steps", 0)), float(meta.get("train_seconds", 0))
+        init_device = meta.get("train_device", "cpu")
+    model.to(device)
+    latents, labels = latents.to(device), labels.to(device)
     ema = EMA(model, args.ema)
     ema_model = DiT(cfg).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    ac = alphas_cumprod("ddpm_linear").float()
+    ac = alphas_cumprod("ddpm_linear").float().to(device)
     print(f"{args.kind}: {sum(q.numel() for q in model.parameters()) / 1e6:.2f}M params, {cfg}", flush=True)
     judge = None
     if args.eval_every and os.path.exists(args.judge):
@@ -160,15 +170,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             meta["continued_from_steps"] = str(done_steps)
         if args.kind == "dit":
             meta["beta_schedule"] = "ddpm_linear"
+        meta["train_device"] = train_device_label(device, init_device)
         return save_fp16(ema.shadow, args.out, meta)
 
     g = torch.Generator().manual_seed(1)
     step = 0
+    loop, pool_minutes = Clock(), clock() / 60  # the LR schedule ends when the steps or the time cap run out
     for step in range(1, args.steps + 1):
-        idx = torch.randint(0, latents.shape[0], (args.batch,), generator=g)
-        y = torch.where(torch.rand(args.batch, generator=g) < cfg.class_dropout_prob, NULL_CLASS, labels[idx])
+        idx = torch.randint(0, latents.shape[0], (args.batch,), generator=g).to(device)
+        drop = (torch.rand(args.batch, generator=g) < cfg.class_dropout_prob).to(device)
+        y = torch.where(drop, NULL_CLASS, labels[idx])
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr, warmup=min(100, args.steps // 10 + 1))
+            group["lr"] = lr_at(schedule_step(step, args.steps, loop(), args.max_minutes - pool_minutes), args.steps,
+                                args.lr, warmup=min(100, args.steps // 10 + 1))
         loss = denoiser_loss(model, latents[idx], y, args.kind, ac)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -19,12 +19,13 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from demo.glyphs import CLASS_NAMES, IMAGE_SIZE, make_batch
+from demo.glyphs import CLASS_NAMES, IMAGE_SIZE
 from models.judge import GlyphJudge, judge_accuracy
 from models.llamagen_gpt import LlamaGenGPT, LlamaGenGPTConfig
 from samplers.ar import generate_raster
 from tokenizers.llamagen_vq import LlamaGenVQ
-from training.common import EMA, HELDOUT_SEED, Clock, load_init, lr_at, save_fp16
+from training.common import (EMA, HELDOUT_SEED, Clock, load_init, lr_at, pick_device, render_batches, save_fp16,
+                             train_device_label)
 
 POOL_SEED0 = 40_000_000  # pool chunk i is make_batch(chunk, POOL_SEED0 + i)
 # Picked by a sweep on the bundled model (judge accuracy over 200 samples): cfg 4-8 and top-k 5-20 all lie within a
@@ -46,24 +47,25 @@ def load_vq(path: str) -> LlamaGenVQ:
 
 
 @torch.no_grad()
-def tokenise(vq: LlamaGenVQ, n: int, seed0: int, chunk: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Render n glyphs in chunks (chunk i from seed seed0 + i) -> (tokens (n, h*w) long raster order, labels (n,))."""
+def tokenise(vq: LlamaGenVQ, n: int, seed0: int, chunk: int = 500, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render n glyphs in chunks (chunk i from seed seed0 + i; in `workers` processes) and encode them on the VQ's
+    device -> (tokens (n, h*w) long raster order, labels (n,)), on the CPU."""
     toks, labels = [], []
-    for i in range(0, n, chunk):
-        x, y = make_batch(min(chunk, n - i), seed0 + i // chunk)
-        toks.append(vq.encode(x * 2 - 1).flatten(1))  # (b, h*w), row-major = LlamaGen's raster order
+    device = next(vq.parameters()).device
+    for x, y in render_batches([(min(chunk, n - i), seed0 + i // chunk) for i in range(0, n, chunk)], workers):
+        toks.append(vq.encode(x.to(device) * 2 - 1).flatten(1).cpu())  # (b, h*w), row-major = LlamaGen's raster order
         labels.append(y)
     return torch.cat(toks), torch.cat(labels)
 
 
-def token_pool(vq: LlamaGenVQ, vq_path: str, n: int, cache: str) -> tuple[torch.Tensor, torch.Tensor]:
+def token_pool(vq: LlamaGenVQ, vq_path: str, n: int, cache: str, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """tokenise(vq, n, POOL_SEED0), reusing `cache` when it was made from the same VQ file and pool size."""
     key = f"{os.path.getsize(vq_path)}:{os.path.getmtime(vq_path):.0f}:{n}:{POOL_SEED0}"
     if cache and os.path.exists(cache):
         with safe_open(cache, "pt") as f:
             if f.metadata().get("key") == key:
                 return f.get_tensor("tokens").long(), f.get_tensor("labels").long()
-    tokens, labels = tokenise(vq, n, POOL_SEED0)
+    tokens, labels = tokenise(vq, n, POOL_SEED0, workers=workers)
     if cache:
         os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
         save_file({"tokens": tokens.short(), "labels": labels.short()}, cache, metadata={"key": key})
@@ -85,7 +87,7 @@ def sample_accuracy(gpt: LlamaGenGPT, vq: LlamaGenVQ, judge: GlyphJudge, per_cla
     tokens = generate_raster(gpt, labels, gpt.config.block_size, generator=g, **sampling)
     side = int(gpt.config.block_size ** 0.5)
     images = ((vq.decode_indices(tokens.view(-1, side, side)) + 1) / 2).clamp(0, 1)
-    return judge_accuracy(judge, images, labels)
+    return judge_accuracy(judge, images.cpu(), labels)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -108,15 +110,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--smoke", action="store_true", help="2 tiny steps, for tests")
     p.add_argument("--out", default="weights/tn_glyph_gpt.safetensors")
     p.add_argument("--init", default="", help="continue from this checkpoint (same --dim/--layers; steps accumulate)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--workers", type=int, default=0, help="processes that render the glyph pool (0: this one)")
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.batch, args.pool, args.heldout, args.dim, args.layers = 2, 4, 8, 8, 64, 1
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     clock = Clock()
-    vq = load_vq(args.vq)
-    tokens, labels = token_pool(vq, args.vq, args.pool, args.token_cache)
-    held_tokens, held_labels = tokenise(vq, args.heldout, HELDOUT_SEED)
+    device = pick_device(args.device)
+    vq = load_vq(args.vq).to(device)  # the pool is encoded on the training device
+    tokens, labels = token_pool(vq, args.vq, args.pool, args.token_cache, args.workers)
+    held_tokens, held_labels = tokenise(vq, args.heldout, HELDOUT_SEED, workers=args.workers)
+    tokens, labels, held_tokens, held_labels = (t.to(device) for t in (tokens, labels, held_tokens, held_labels))
     seq_len = tokens.shape[1]
     prep_seconds = clock()
     print(f"pool {tuple(tokens.shape)} codes used {tokens.unique().numel()}/{vq.codebook_size} "
@@ -124,6 +130,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     gpt = LlamaGenGPT(demo_gpt_config(vq.codebook_size, args.dim, args.layers, seq_len)).train()
     prior_steps, prior_seconds = load_init(gpt, args.init) if args.init else (0, 0.0)
+    init_device = ""
+    if args.init:
+        with safe_open(args.init, "pt") as f:
+            init_device = (f.metadata() or {}).get("train_device", "cpu")
+    gpt.to(device)
     ema = EMA(gpt, args.ema)
     decay = [q for q in gpt.parameters() if q.ndim >= 2]
     no_decay = [q for q in gpt.parameters() if q.ndim < 2]
@@ -154,9 +165,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             group["lr"] = lr_at(int(progress * args.steps), args.steps, args.lr, warmup=min(50, args.steps // 10 + 1))
         if pos + args.batch > order.numel():  # next epoch
             order, pos = torch.randperm(tokens.shape[0], generator=g), 0
-        idx = order[pos:pos + args.batch]
+        idx = order[pos:pos + args.batch].to(device)
         pos += args.batch
-        cls = torch.where(torch.rand(idx.numel(), generator=g) < args.class_dropout, null, labels[idx])
+        drop = (torch.rand(idx.numel(), generator=g) < args.class_dropout).to(device)
+        cls = torch.where(drop, null, labels[idx])
         loss = ar_loss(gpt, tokens[idx], cls)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -171,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     train_seconds = loop()
 
     raw_loss = heldout_loss(gpt)
-    ema_model = LlamaGenGPT(gpt.config)
+    ema_model = LlamaGenGPT(gpt.config).to(device)
     ema_model.load_state_dict(ema.shadow)
     ema_loss = heldout_loss(ema_model)
     use_ema = ema_loss < raw_loss
@@ -186,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "block_size": str(final.config.block_size), "cls_token_num": "1",
             "tokenizer": os.path.basename(args.vq), "train_steps": str(prior_steps + done), "train_seconds": f"{prior_seconds + train_seconds:.0f}",
             "prep_seconds": f"{prep_seconds:.0f}", "pool": str(args.pool), "ema": str(use_ema),
-            "heldout_loss": f"{metrics['heldout_loss']:.4f}",
+            "heldout_loss": f"{metrics['heldout_loss']:.4f}", "train_device": train_device_label(device, init_device),
             **{f"default_{k}": str(v) for k, v in DEFAULT_SAMPLING.items()}}
     if args.init:
         meta["continued_from_steps"] = str(prior_steps)

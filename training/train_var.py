@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from demo.glyphs import CLASS_NAMES, IMAGE_SIZE, make_batch
+from demo.glyphs import CLASS_NAMES, IMAGE_SIZE
 from models.judge import GlyphJudge, judge_accuracy
 from models.var import VAR, VARConfig
 from samplers.var import generate_var
 from tokenizers.var_vqvae import VARVQVAE
-from training.common import Clock, load_init, lr_at, save_fp16
+from training.common import EMA, Clock, load_init, lr_at, pick_device, render_batches, save_fp16, train_device_label
 from training.train_var_vqvae import PATCH_NUMS, schedule_step
 
 NULL_CLASS = len(CLASS_NAMES)
@@ -35,7 +35,8 @@ DEFAULT_SAMPLING = {"cfg_scale": 3.0, "top_k": 0, "top_p": 0.95, "more_smooth": 
 
 
 @torch.no_grad()
-def token_pool(vq: VARVQVAE, n: int, cache: str | None, chunk: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+def token_pool(vq: VARVQVAE, n: int, cache: str | None, chunk: int = 250, workers: int = 0,
+               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens [n,L] (all K scales of each image, concatenated coarse to fine) and labels [n] of n glyphs rendered
     from seeds POOL_SEED + i; cached to `cache`, keyed by the tokenizer's codebook so a new tokenizer re-encodes."""
     key = f"{vq.quantize.embedding.weight.double().sum().item():.6f}"
@@ -44,10 +45,11 @@ def token_pool(vq: VARVQVAE, n: int, cache: str | None, chunk: int = 250) -> tup
         if data["tokens"].shape[0] == n and data.get("key") == key:
             return data["tokens"].long(), data["labels"]
     toks, ys = [], []
-    for i in range(0, n, chunk):
-        x, y = make_batch(min(chunk, n - i), seed=POOL_SEED + i)
-        toks.append(torch.cat([m.flatten(1) for m in vq.encode(x * 2 - 1, PATCH_NUMS)], 1).short())
+    vq.to(device)
+    for x, y in render_batches([(min(chunk, n - i), POOL_SEED + i) for i in range(0, n, chunk)], workers):
+        toks.append(torch.cat([m.flatten(1) for m in vq.encode(x.to(device) * 2 - 1, PATCH_NUMS)], 1).short().cpu())
         ys.append(y)
+    vq.cpu()
     tokens, labels = torch.cat(toks), torch.cat(ys)
     if cache:
         os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
@@ -88,7 +90,7 @@ def sample_accuracy(var: VAR, vq: VARVQVAE, judge: GlyphJudge, per_class: int, s
     """Judge accuracy of per_class x 10 samples drawn at `sampling` (DEFAULT_SAMPLING when empty)."""
     labels = torch.arange(len(CLASS_NAMES)).repeat_interleave(per_class)
     res = generate_var(var, vq, labels, generator=torch.Generator().manual_seed(seed), **(sampling or DEFAULT_SAMPLING))
-    return judge_accuracy(judge, (vq.decode_fhat(res.f_hat) + 1) / 2, labels)
+    return judge_accuracy(judge, ((vq.decode_fhat(res.f_hat) + 1) / 2).cpu(), labels)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -111,6 +113,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--out", default="weights/tn_glyph_var.safetensors")
     p.add_argument("--init", default="", help="continue from this checkpoint (same --depth/--width; steps accumulate)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the saved weights (0: save the raw weights)")
+    p.add_argument("--workers", type=int, default=0, help="processes that render the glyph pool (0: this one)")
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.batch, args.pool, args.cache, args.depth = 2, 4, 8, "", 1
@@ -118,7 +123,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     torch.manual_seed(0)
     clock = Clock()
     vq = VARVQVAE.from_state_dict(load_file(args.tokenizer))
-    tokens, labels = token_pool(vq, args.pool, args.cache or None)
+    device = pick_device(args.device)
+    tokens, labels = token_pool(vq, args.pool, args.cache or None, workers=args.workers, device=device)
+    vq.to(device)
+    tokens, labels = tokens.to(device), labels.to(device)
     print(f"token pool {tuple(tokens.shape)} ready at {clock():.0f}s", flush=True)
     cfg = VARConfig(vocab_size=vq.vocab_size, Cvae=vq.Cvae, num_classes=len(CLASS_NAMES), depth=args.depth,
                     embed_dim=args.width, num_heads=args.heads or max(1, args.width // 64),
@@ -126,6 +134,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     var = VAR(cfg)
     init_weights(var)
     prior_steps, prior_seconds = load_init(var, args.init) if args.init else (0, 0.0)
+    init_device = ""
+    if args.init:
+        from safetensors import safe_open
+        with safe_open(args.init, "pt") as f:
+            init_device = (f.metadata() or {}).get("train_device", "cpu")
+    var.to(device)
+    ema = EMA(var, args.ema) if args.ema else None
     decay = [q for n, q in var.named_parameters() if q.ndim >= 2 and "pos_" not in n and not n.endswith(("class_emb.weight", "lvl_embed.weight"))]
     no_decay = [q for n, q in var.named_parameters() if not any(q is d for d in decay)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}],
@@ -137,9 +152,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for group in opt.param_groups:
             group["lr"] = lr_at(schedule_step(step, args.steps, clock(), args.max_minutes), args.steps, args.lr,
                                 warmup=min(100, args.steps // 10 + 1))
-        pick = torch.randint(0, tokens.shape[0], (args.batch,), generator=g)
+        pick = torch.randint(0, tokens.shape[0], (args.batch,), generator=g).to(device)
         gt_BL, y = tokens[pick], labels[pick]
-        y = torch.where(torch.rand(args.batch, generator=g) < args.cond_drop, NULL_CLASS, y)
+        y = torch.where((torch.rand(args.batch, generator=g) < args.cond_drop).to(device), NULL_CLASS, y)
         with torch.no_grad():
             x_BLCv = vq.teacher_forcing_input(split_scales(gt_BL))
         logits = var(y, x_BLCv)  # (B, L, V)
@@ -148,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
         opt.step()
+        if ema is not None:
+            ema.update(var, decay=min(args.ema, (1 + step) / (10 + step)))
         if step % 50 == 0 or step == args.steps - 1:
             with torch.no_grad():
                 acc = (logits.argmax(-1) == gt_BL).float().mean().item()
@@ -156,12 +173,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if clock() > args.max_minutes * 60:
             print(f"time cap reached at step {step}", flush=True)
             break
+    if ema is not None:
+        var.load_state_dict(ema.shadow)
     var.eval()
     train_seconds = clock()
     meta = {"tn_kind": "ar", "family": "var", "class_names": json.dumps(CLASS_NAMES),
             "num_classes": str(len(CLASS_NAMES)), "image_size": str(IMAGE_SIZE), "patch_nums": json.dumps(PATCH_NUMS),
             "tokenizer": os.path.basename(args.tokenizer), "default_sampling": json.dumps(DEFAULT_SAMPLING),
-            "train_steps": str(prior_steps + step + 1), "train_seconds": f"{prior_seconds + train_seconds:.0f}"}
+            "train_steps": str(prior_steps + step + 1), "train_seconds": f"{prior_seconds + train_seconds:.0f}",
+            "train_device": train_device_label(device, init_device), "ema": str(args.ema)}
     if args.init:
         meta["continued_from_steps"] = str(prior_steps)
     metrics = {"loss": loss.item(), "seconds": train_seconds}
