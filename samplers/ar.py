@@ -54,6 +54,14 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
     probs = F.softmax(logits, dim=-1)  # (B, V)
     if uniform is None:
         uniform = torch.rand(probs.shape[0], generator=generator)
+    return sample_probs(probs, uniform)
+
+
+def sample_probs(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw of one token per row of probs (N, V) from uniform (N,) in [0, 1) -> (N,) long.
+
+    Rows need not be normalised; tokens with zero probability are never picked.
+    """
     uniform = uniform.to(probs.device, torch.float32)
     cdf = probs.cumsum(dim=-1)
     total = cdf[:, -1:].contiguous()

@@ -1,9 +1,12 @@
 """Next-scale prediction sampling for VAR (Tian et al. 2024, arXiv:2404.02905, Sec. 3 and Algorithm 2).
 
 Follows the official `VAR.autoregressive_infer_cfg` step for step (same ops in the same order, so greedy
-tokens match it exactly and a seeded CPU run reproduces its random draws), with two changes that do not
-alter the numbers: the per-block AdaLN projections of the class embedding are computed once instead of
-once per scale, and the KV cache is preallocated instead of grown with `torch.cat`.
+tokens match it exactly), with two changes that do not alter the numbers: the per-block AdaLN projections of
+the class embedding are computed once instead of once per scale, and the KV cache is preallocated instead of
+grown with `torch.cat`. Sampled tokens are drawn from the same filtered distribution with CPU random numbers,
+one uniform per token by default; draw="multinomial" reproduces the official `torch.multinomial` stream (a
+seeded official CPU run's tokens) at the cost of one random number per vocabulary entry. Greedy decoding
+(top_k=1) takes the argmax without a draw.
 
 Zero-shot editing (paper Sec. 7.2, official `demo_zero_shot_edit.ipynb`): at each scale the model samples
 as usual, then the embeddings at the kept positions are overwritten by those of the given tokens before the
@@ -16,6 +19,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from samplers.ar import sample_probs
 
 
 class VARResult(NamedTuple):
@@ -44,10 +49,20 @@ def top_k_top_p_filter_(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0
 
 
 def _multinomial(probs_BlV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One sample per row, drawn on CPU so a seed gives the same tokens on any device -> [B,l] long."""
+    """One sample per row -> [B,l] long: exactly `torch.multinomial(probs, 1, replacement=True, generator)` on the
+    CPU (the official call), computed where the probabilities are.
+
+    For one sample torch.multinomial draws q ~ Exp(1) with the shape of `probs` and returns argmax(probs / q)
+    (aten Distributions.cpp, the Gumbel fast path). The draws are made here the same way on the CPU, so a seed
+    gives the official CPU tokens, and the same tokens on any device; only q travels, not the probabilities.
+    """
     B, l, V = probs_BlV.shape
-    idx = torch.multinomial(probs_BlV.float().cpu().view(-1, V), 1, replacement=True, generator=generator)
-    return idx.view(B, l).to(probs_BlV.device)
+    q = torch.empty(B * l, V, dtype=torch.float32).exponential_(generator=generator)
+    if probs_BlV.device.type == "cuda":
+        q = q.pin_memory().to(probs_BlV.device, non_blocking=True)
+    elif probs_BlV.device.type != "cpu":
+        q = q.to(probs_BlV.device)
+    return (probs_BlV.float().view(-1, V) / q).argmax(dim=-1).view(B, l)
 
 
 def _gumbel(shape: torch.Size, generator: torch.Generator | None, device) -> torch.Tensor:
@@ -82,7 +97,7 @@ def edit_masks(token_mask: torch.Tensor | Sequence[torch.Tensor], patch_nums: Se
 
 @torch.no_grad()
 def generate_var(var, vqvae, class_ids: torch.Tensor, cfg_scale: float = 1.5, top_k: int = 900, top_p: float = 0.96,
-                 more_smooth: bool = False, generator: torch.Generator | None = None,
+                 more_smooth: bool = False, generator: torch.Generator | None = None, draw: str = "inverse_cdf",
                  prefix_tokens: Sequence[torch.Tensor] | None = None,
                  token_mask: torch.Tensor | Sequence[torch.Tensor] | None = None,
                  callback: Callable[[int, torch.Tensor], None] | None = None) -> VARResult:
@@ -95,13 +110,19 @@ def generate_var(var, vqvae, class_ids: torch.Tensor, cfg_scale: float = 1.5, to
     more_smooth: replace each sampled embedding by a Gumbel-softmax mix of the codebook (tau =
         max(0.27 (1 - 0.95 k/(K-1)), 0.005) on logits * (1 + k/(K-1))); the returned tokens are then the
         argmax of the mix, and only the returned f_hat reproduces the image.
-    generator: CPU torch.Generator; all randomness is drawn on CPU in the official order.
+    generator: CPU torch.Generator; all randomness is drawn on the CPU, so a seed means the same draws on any device.
+    draw: how a token is drawn from its filtered distribution. "inverse_cdf" (default): one uniform per token,
+        B*l numbers per scale, cheap on any device. "multinomial": the official `torch.multinomial` stream
+        (one Exp(1) per vocabulary entry, B*l*V numbers per scale): the official code's tokens for the same seed
+        on the CPU, but the CPU generator then costs seconds per batch on a GPU (VAR-d16, batch 16: ~1.6 s).
     prefix_tokens: up to K token maps [B,pn,pn] (or [B,pn*pn]) of an image to edit (from vqvae.encode); the
         scales they cover are teacher-forced where `token_mask` keeps them (everywhere when it is None).
     token_mask: full-resolution keep mask [h,w] or [B,h,w] (1 = keep the given token) or K maps [B,pn,pn].
     callback(scale_index, f_hat): called after each scale with the running f_hat [B,Cvae,h,w] (do not modify).
     Returns VARResult(tokens: K maps [B,pn,pn], f_hat [B,Cvae,pn_K,pn_K]); images = vqvae.decode_fhat(f_hat).
     """
+    if draw not in ("inverse_cdf", "multinomial"):
+        raise ValueError(f"draw must be 'inverse_cdf' or 'multinomial', got {draw!r}")
     pns, K, B = var.patch_nums, len(var.patch_nums), class_ids.shape[0]
     if K < 2:
         raise ValueError(f"VAR sampling needs at least 2 scales, got patch_nums {pns}")
@@ -142,7 +163,15 @@ def generate_var(var, vqvae, class_ids: torch.Tensor, cfg_scale: float = 1.5, to
         t = cfg_scale * ratio
         logits = (1 + t) * logits[:B] - t * logits[B:]
         top_k_top_p_filter_(logits, top_k, top_p)
-        idx = _multinomial(logits.softmax(dim=-1), generator)  # (B, l)
+        if top_k == 1 and not more_smooth:  # greedy: the draw could only pick the argmax; it is skipped, as
+            idx = logits.argmax(dim=-1)      # no later randomness depends on the generator's state
+        else:
+            probs = logits.softmax(dim=-1)  # (B, l, V)
+            if draw == "multinomial":
+                idx = _multinomial(probs, generator)  # (B, l)
+            else:
+                u = torch.rand(B * probs.shape[1], generator=generator)
+                idx = sample_probs(probs.view(B * probs.shape[1], -1), u).view(B, -1)
         if more_smooth:  # Gumbel-softmax over the filtered logits, as the official visualisation mode
             tau = max(0.27 * (1 - ratio * 0.95), 0.005)
             soft = ((logits.mul(1 + ratio) + _gumbel(logits.shape, generator, device)) / tau).softmax(dim=-1)
