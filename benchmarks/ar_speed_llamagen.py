@@ -106,9 +106,12 @@ def main() -> None:
         def official():
             return generate(off, classes, n, cfg_scale=args.cfg, top_k=args.top_k, sample_logits=True)
 
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         sec_off, off_tokens = _time(official, device, args.repeats)
+        off_mem = f", peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if device.type == "cuda" else ""
         print(f"official: {sec_off:.3f} s/batch, {args.batch * n / sec_off:.0f} tokens/s "
-              f"(ours x{sec_off / sec:.2f} faster)")
+              f"(ours x{sec_off / sec:.2f} faster){off_mem}")
         if args.top_k == 1:
             same = (off_tokens.long() == ours_tokens).float().mean().item()
             print(f"greedy tokens identical: {same * 100:.2f}%")

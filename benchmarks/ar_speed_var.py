@@ -140,9 +140,12 @@ def main() -> None:
                                                        top_k=args.top_k, top_p=args.top_p)
             return list(recorded), img.float() * 2 - 1
 
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         sec_off, (off_tokens, off_img) = _time(official, device, args.repeats)
+        off_mem = f", peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if device.type == "cuda" else ""
         print(f"official: {sec_off:.3f} s/batch (incl. decode), {args.batch / sec_off:.2f} images/s "
-              f"(ours x{sec_off / sec:.2f} faster)")
+              f"(ours x{sec_off / sec:.2f} faster){off_mem}")
         if args.top_k == 1:
             same = torch.cat([(a.flatten(1) == b).float().flatten() for a, b in zip(ours_tokens, off_tokens)]).mean()
             print(f"greedy tokens identical: {same.item() * 100:.2f}%, "
