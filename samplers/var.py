@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from samplers.ar import sample_probs
+from .ar import sample_probs
 
 
 class VARResult(NamedTuple):
