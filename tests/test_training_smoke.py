@@ -89,3 +89,13 @@ class _Callable:
 
     def __call__(self, x, t, y):
         return self.fn(x, t, y)
+
+
+def test_parallel_glyph_rendering_gives_the_same_batches():
+    """--workers renders the training pools in forked processes; each batch must equal the serial render."""
+    from training.common import render_batches
+    specs = [(12, 5), (7, 9), (3, 40_000_001)]
+    serial, parallel = render_batches(specs, workers=0), render_batches(specs, workers=2)
+    assert len(parallel) == len(specs)
+    for (x, y), (px, py) in zip(serial, parallel):
+        assert torch.equal(x, px) and torch.equal(y, py)

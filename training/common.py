@@ -21,10 +21,11 @@ def save_fp16(model_or_sd: torch.nn.Module | dict[str, torch.Tensor], path: str,
     return os.path.getsize(path)
 
 
-def load_init(model: torch.nn.Module, path: str) -> tuple[int, float]:
+def load_init(model: torch.nn.Module, path: str) -> tuple[int, float, str]:
     """Continue training from a saved checkpoint of the same architecture (fp16 -> the model's dtype, strict keys).
 
-    Returns (train_steps, train_seconds) recorded in its metadata, to accumulate into the new file's metadata.
+    Returns (train_steps, train_seconds, train_device) recorded in its metadata, to carry into the new file's
+    metadata (files from before train_device was recorded were trained on the CPU).
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -33,7 +34,7 @@ def load_init(model: torch.nn.Module, path: str) -> tuple[int, float]:
     own = model.state_dict()
     sd = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in load_file(path).items()}
     model.load_state_dict(sd)
-    return int(meta.get("train_steps", 0)), float(meta.get("train_seconds", 0))
+    return int(meta.get("train_steps", 0)), float(meta.get("train_seconds", 0)), meta.get("train_device", "cpu")
 
 
 def _render(spec: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

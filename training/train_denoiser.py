@@ -27,8 +27,16 @@ from models.autoencoder import GlyphAutoencoder
 from models.denoiser import DenoiserInfo, DenoiserNet
 from models.dit import DiT, DiTConfig
 from samplers.schedules import alphas_cumprod
+from training.common import (
+    EMA,
+    Clock,
+    lr_at,
+    pick_device,
+    render_batches,
+    save_fp16,
+    train_device_label,
+)
 from training.train_var_vqvae import schedule_step
-from training.common import EMA, Clock, lr_at, pick_device, render_batches, save_fp16, train_device_label
 
 NULL_CLASS = len(CLASS_NAMES)
 POOL_SEED = 20_000_000

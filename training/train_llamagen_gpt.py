@@ -129,11 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"prep {prep_seconds:.0f}s", flush=True)
 
     gpt = LlamaGenGPT(demo_gpt_config(vq.codebook_size, args.dim, args.layers, seq_len)).train()
-    prior_steps, prior_seconds = load_init(gpt, args.init) if args.init else (0, 0.0)
-    init_device = ""
-    if args.init:
-        with safe_open(args.init, "pt") as f:
-            init_device = (f.metadata() or {}).get("train_device", "cpu")
+    prior_steps, prior_seconds, init_device = load_init(gpt, args.init) if args.init else (0, 0.0, "")
     gpt.to(device)
     ema = EMA(gpt, args.ema)
     decay = [q for q in gpt.parameters() if q.ndim >= 2]

@@ -133,12 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     mlp_hidden=4 * args.width, patch_nums=PATCH_NUMS, shared_aln=False, attn_l2_norm=True)
     var = VAR(cfg)
     init_weights(var)
-    prior_steps, prior_seconds = load_init(var, args.init) if args.init else (0, 0.0)
-    init_device = ""
-    if args.init:
-        from safetensors import safe_open
-        with safe_open(args.init, "pt") as f:
-            init_device = (f.metadata() or {}).get("train_device", "cpu")
+    prior_steps, prior_seconds, init_device = load_init(var, args.init) if args.init else (0, 0.0, "")
     var.to(device)
     ema = EMA(var, args.ema) if args.ema else None
     decay = [q for n, q in var.named_parameters() if q.ndim >= 2 and "pos_" not in n and not n.endswith(("class_emb.weight", "lvl_embed.weight"))]
