@@ -34,14 +34,19 @@ def var_defaults(path: str = os.path.join(WEIGHTS, "tn_glyph_var.safetensors")) 
         return json.loads(f.metadata()["default_sampling"])
 
 
+def load_bundled_var(path: str = os.path.join(WEIGHTS, "tn_glyph_var.safetensors")) -> tuple[VAR, VARVQVAE]:
+    """The bundled VAR and the multi-scale VQ-VAE its metadata names (next to it), both fp32 and in eval mode."""
+    with safe_open(path, "pt") as f:
+        tokenizer = f.metadata()["tokenizer"]
+    var = VAR.from_state_dict(load_file(path)).eval()
+    return var, VARVQVAE.from_state_dict(load_file(os.path.join(os.path.dirname(path), tokenizer))).eval()
+
+
 @torch.no_grad()
 def eval_var(args: argparse.Namespace) -> dict[str, object]:
     """Sample args.samples glyphs from the bundled VAR (default settings unless overridden) and score them."""
     path = os.path.join(args.weights_dir, "tn_glyph_var.safetensors")
-    with safe_open(path, "pt") as f:
-        tokenizer = f.metadata()["tokenizer"]
-    var = VAR.from_state_dict(load_file(path))
-    vq = VARVQVAE.from_state_dict(load_file(os.path.join(args.weights_dir, tokenizer)))
+    var, vq = load_bundled_var(path)
     judge = load_bundled_judge(os.path.join(args.weights_dir, "tn_glyph_judge.safetensors"))
     settings = var_defaults(path)
     for k, v in (("cfg_scale", args.var_cfg), ("top_k", args.var_top_k), ("top_p", args.var_top_p)):

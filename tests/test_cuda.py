@@ -13,7 +13,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.quality_ar import llamagen_defaults, load_bundled_llamagen, var_defaults
+from benchmarks.quality_ar import (
+    llamagen_defaults,
+    load_bundled_llamagen,
+    load_bundled_var,
+    var_defaults,
+)
 from samplers.ar import generate_raster
 from samplers.var import generate_var
 
@@ -26,23 +31,6 @@ MIN_SAME_ROWS = 0.9
 def _same_rows(a: torch.Tensor, b: torch.Tensor) -> float:
     """Fraction of images (rows of [B, ...] token ids) whose tokens agree everywhere."""
     return (a.flatten(1) == b.cpu().flatten(1)).all(dim=1).float().mean().item()
-
-
-def _bundled_var():
-    import os
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from models.var import VAR
-    from tokenizers.var_vqvae import VARVQVAE
-    path = os.path.join("weights", "tn_glyph_var.safetensors")
-    with safe_open(path, "pt") as f:
-        tokenizer = f.metadata()["tokenizer"]
-    fp32 = lambda sd: {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
-    var = VAR.from_state_dict(fp32(load_file(path))).eval()
-    vq = VARVQVAE.from_state_dict(fp32(load_file(os.path.join("weights", tokenizer))))
-    return var, vq.eval()
 
 
 @pytest.mark.parametrize("override", [{}, {"top_k": 0, "top_p": 1.0}, {"cfg_scale": 4.0, "cfg_interval": 30}])
@@ -64,7 +52,7 @@ def test_raster_gpt_same_tokens_on_cpu_and_cuda(override):
 @pytest.mark.parametrize("override", [{}, {"top_p": 0.0, "top_k": 0, "cfg_scale": 1.5}, {"more_smooth": True}])
 @torch.no_grad()
 def test_var_same_tokens_on_cpu_and_cuda(override):
-    var, vq = _bundled_var()
+    var, vq = load_bundled_var()
     settings = {**var_defaults(), **override}
     cpu = generate_var(var, vq, LABELS, generator=torch.Generator().manual_seed(7), **settings)
     gpu = generate_var(var.cuda(), vq.cuda(), LABELS, generator=torch.Generator().manual_seed(7), **settings)
