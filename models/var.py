@@ -58,7 +58,9 @@ class SelfAttention(nn.Module):
         written at positions start:start+l and the queries attend to positions 0:start+l."""
         B, l, C = x.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, l, 3, self.num_heads, self.head_dim)
+        packed = self.mat_qkv.__dict__.get("_tn_packed")  # set inside samplers.cpu_linear.packed_linears
+        qkv = F.linear(x, self.mat_qkv.weight, bias) if packed is None else packed(x, bias)
+        qkv = qkv.view(B, l, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, l, hd)
         if self.l2_norm:
             q = F.normalize(q, dim=-1).mul(self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp())

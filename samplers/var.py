@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .ar import sample_probs
+from .cpu_linear import packed_linears
 
 
 class VARResult(NamedTuple):
@@ -100,7 +101,8 @@ def generate_var(var, vqvae, class_ids: torch.Tensor, cfg_scale: float = 1.5, to
                  more_smooth: bool = False, generator: torch.Generator | None = None, draw: str = "inverse_cdf",
                  prefix_tokens: Sequence[torch.Tensor] | None = None,
                  token_mask: torch.Tensor | Sequence[torch.Tensor] | None = None,
-                 callback: Callable[[int, torch.Tensor], None] | None = None) -> VARResult:
+                 callback: Callable[[int, torch.Tensor], None] | None = None,
+                 packed_cpu: bool = True) -> VARResult:
     """Class-conditional next-scale sampling with classifier-free guidance.
 
     var: models.var.VAR; vqvae: tokenizers.var_vqvae.VARVQVAE (same codebook).
@@ -119,8 +121,17 @@ def generate_var(var, vqvae, class_ids: torch.Tensor, cfg_scale: float = 1.5, to
         scales they cover are teacher-forced where `token_mask` keeps them (everywhere when it is None).
     token_mask: full-resolution keep mask [h,w] or [B,h,w] (1 = keep the given token) or K maps [B,pn,pn].
     callback(scale_index, f_hat): called after each scale with the running f_hat [B,Cvae,h,w] (do not modify).
+    packed_cpu: on a float32 CPU model, run the transformer's linear layers through pre-packed oneDNN weights
+        (samplers.cpu_linear; same arithmetic up to float32 summation order, faster for few rows).
     Returns VARResult(tokens: K maps [B,pn,pn], f_hat [B,Cvae,pn_K,pn_K]); images = vqvae.decode_fhat(f_hat).
     """
+    with packed_linears(var, rows_hint=2 * max(1, torch.as_tensor(class_ids).numel()), enabled=packed_cpu):
+        return _generate_var(var, vqvae, class_ids, cfg_scale, top_k, top_p, more_smooth, generator, draw,
+                             prefix_tokens, token_mask, callback)
+
+
+def _generate_var(var, vqvae, class_ids, cfg_scale, top_k, top_p, more_smooth, generator, draw, prefix_tokens,
+                  token_mask, callback) -> VARResult:
     if draw not in ("inverse_cdf", "multinomial"):
         raise ValueError(f"draw must be 'inverse_cdf' or 'multinomial', got {draw!r}")
     pns, K, B = var.patch_nums, len(var.patch_nums), class_ids.shape[0]

@@ -126,6 +126,16 @@ def test_generate_matches_official_autoregressive_infer_cfg(case, key):
     assert (_sub(img, 4) - _t(ref["image_sub"])).abs().max() < TOL
 
 
+@torch.no_grad()
+def test_packed_cpu_linears_give_the_same_greedy_tokens(case):
+    g, vae, var, _ = case
+    labels = torch.tensor(g["config"]["labels"])
+    ref = generate_var(var, vae, labels, cfg_scale=4.0, top_k=1, top_p=0.0, packed_cpu=False)
+    out = generate_var(var, vae, labels, cfg_scale=4.0, top_k=1, top_p=0.0, packed_cpu=True)
+    assert [t.tolist() for t in out.tokens] == [t.tolist() for t in ref.tokens]
+    assert torch.equal(out.f_hat, ref.f_hat)
+
+
 @pytest.mark.parametrize("key", ["inpaint_greedy", "inpaint_smooth"])
 def test_zero_shot_inpainting_matches_official_demo(case, key):
     g, vae, var, _ = case

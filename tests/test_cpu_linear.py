@@ -1,0 +1,73 @@
+"""samplers.cpu_linear: pre-packed oneDNN linears give F.linear's results and leave the model as it was."""
+import pytest
+import torch
+from torch import nn
+
+from models.llamagen_gpt import LlamaGenGPT, LlamaGenGPTConfig
+from samplers.ar import generate_raster
+from samplers.cpu_linear import available, packed_linears
+
+pytestmark = pytest.mark.skipif(not available(), reason="this torch has no oneDNN packed-linear ops")
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(48, 96), nn.GELU(), nn.Linear(96, 40, bias=False))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("shape", [(1, 48), (2, 48), (3, 5, 48), (33, 48)])
+def test_packed_matches_default_linear(shape):
+    net = _net()
+    x = torch.randn(*shape)
+    ref = net(x)
+    with packed_linears(net) as n:
+        assert n == 2
+        first = net(x)  # each layer packs its weight at its second call
+        assert net[0]._tn_packed.weight is None
+        out = net(x)
+        assert net[0]._tn_packed.weight is not None and net[0]._tn_packed.weight.is_mkldnn
+    torch.testing.assert_close(first, ref, rtol=0, atol=0)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert all(k not in m.__dict__ for m in net for k in ("forward", "_tn_packed"))  # restored on exit
+    torch.testing.assert_close(net(x), ref, rtol=0, atol=0)
+
+
+def test_packing_is_skipped_where_it_does_not_apply():
+    net = _net()
+    with packed_linears(net) as n:  # grad mode on: training must never see the packed op (it has no backward)
+        assert n == 0
+    with torch.no_grad():
+        with packed_linears(net, enabled=False) as n:
+            assert n == 0
+        with packed_linears(net.to(torch.bfloat16)) as n:
+            assert n == 0
+
+
+@torch.no_grad()
+def test_restored_after_an_error_inside():
+    net = _net()
+    with pytest.raises(KeyError), packed_linears(net):
+        net(torch.randn(2, 48))
+        net(torch.randn(2, 48))
+        raise KeyError("interrupt")
+    assert all("forward" not in m.__dict__ for m in net.modules())
+
+
+@torch.no_grad()
+def test_raster_tokens_same_with_and_without_packing():
+    cfg = LlamaGenGPTConfig(dim=64, n_layer=2, n_head=4, n_kv_head=4, ffn_hidden=192, vocab_size=512,
+                            num_classes=10, block_size=64)
+    torch.manual_seed(1)
+    gpt = LlamaGenGPT(cfg).eval()
+    for p in gpt.parameters():
+        p.normal_(0, 0.2)
+    cls = torch.tensor([0, 3, 7])
+    kw = {"cfg_scale": 3.0, "top_k": 1}
+    ref = generate_raster(gpt, cls, 64, packed_cpu=False, **kw)
+    assert torch.equal(generate_raster(gpt, cls, 64, packed_cpu=True, **kw), ref)
+    sampled = {"cfg_scale": 2.0, "top_k": 50, "top_p": 0.9}
+    a = generate_raster(gpt, cls, 64, packed_cpu=False, generator=torch.Generator().manual_seed(5), **sampled)
+    b = generate_raster(gpt, cls, 64, packed_cpu=True, generator=torch.Generator().manual_seed(5), **sampled)
+    assert (a == b).float().mean() > 0.95  # a draw may land within float rounding of a CDF boundary
+
