@@ -9,10 +9,10 @@ the same state dict and the greedy tokens are compared.
 """
 import argparse
 import sys
-import time
 
 import torch
 
+from benchmarks.timing import time_alternating
 from models.llamagen_gpt import (
     GPT_PRESETS,
     LlamaGenGPT,
@@ -20,11 +20,6 @@ from models.llamagen_gpt import (
     load_llamagen_gpt,
 )
 from samplers.ar import generate_raster
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _build(args) -> LlamaGenGPT:
@@ -45,16 +40,6 @@ def _build(args) -> LlamaGenGPT:
     return gpt.eval()
 
 
-def _time(fn, device, repeats):
-    fn()  # warm-up
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        out = fn()
-    _sync(device)
-    return (time.perf_counter() - t0) / repeats, out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="GPT-B", choices=["tiny", *GPT_PRESETS])
@@ -66,7 +51,7 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=1, help="1 = greedy, so the official tokens can be compared")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds, ours and official alternating")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
     ap.add_argument("--official-dir", default=None, help="a FoundationVision/LlamaGen checkout to compare against")
     args = ap.parse_args()
@@ -77,43 +62,42 @@ def main() -> None:
     gpt = _build(args).to(device=device, dtype=dtype)
     n = args.grid**2
     classes = torch.arange(args.batch, device=device) * 7 % gpt.num_classes
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
     def ours():
         return generate_raster(gpt, classes, n, cfg_scale=args.cfg, top_k=args.top_k,
                                generator=torch.Generator().manual_seed(0))
 
-    sec, ours_tokens = _time(ours, device, args.repeats)
-    c = gpt.config
-    print(f"{args.preset} dim {c.dim} x {c.n_layer} layers, {n} tokens, batch {args.batch}, cfg {args.cfg}, "
-          f"{args.dtype} on {device}")
-    mem = f", peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if device.type == "cuda" else ""
-    print(f"ours:     {sec:.3f} s/batch, {args.batch * n / sec:.0f} tokens/s{mem}")
-
+    fns = {"ours": ours}
     if args.official_dir:
         sys.path.insert(0, args.official_dir)
         # the official loop, imported from the checkout the user points at (never vendored here)
         from autoregressive.models.generate import generate
         from autoregressive.models.gpt import ModelArgs, Transformer
 
+        c = gpt.config
         off = Transformer(ModelArgs(dim=c.dim, n_layer=c.n_layer, n_head=c.n_head, vocab_size=c.vocab_size,
                                     num_classes=c.num_classes, block_size=n, cls_token_num=1,
                                     token_dropout_p=0.0, resid_dropout_p=0.0, ffn_dropout_p=0.0))
         off.load_state_dict(gpt.state_dict(), strict=True)
         off = off.to(device=device, dtype=dtype).eval()
+        fns["official"] = lambda: generate(off, classes, n, cfg_scale=args.cfg, top_k=args.top_k, sample_logits=True)
 
-        def official():
-            return generate(off, classes, n, cfg_scale=args.cfg, top_k=args.top_k, sample_logits=True)
+    t = time_alternating(fns, device, args.repeats)
+    c = gpt.config
+    print(f"{args.preset} dim {c.dim} x {c.n_layer} layers, {n} tokens, batch {args.batch}, cfg {args.cfg}, "
+          f"{args.dtype} on {device}, {torch.get_num_threads()} threads, median of {args.repeats} alternating runs")
 
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        sec_off, off_tokens = _time(official, device, args.repeats)
-        off_mem = f", peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if device.type == "cuda" else ""
-        print(f"official: {sec_off:.3f} s/batch, {args.batch * n / sec_off:.0f} tokens/s "
-              f"(ours x{sec_off / sec:.2f} faster){off_mem}")
+    def line(name):
+        r = t[name]
+        mem = f", peak {r.peak_mib:.0f} MiB" if r.peak_mib is not None else ""
+        runs = ", ".join(f"{x:.2f}" for x in r.runs)
+        return f"{r.seconds:.3f} s/batch ({runs}), {args.batch * n / r.seconds:.0f} tokens/s{mem}"
+
+    print(f"ours:     {line('ours')}")
+    if "official" in t:
+        print(f"official: {line('official')} (ours x{t['official'].seconds / t['ours'].seconds:.2f} faster)")
         if args.top_k == 1:
-            same = (off_tokens.long() == ours_tokens).float().mean().item()
+            same = (t["official"].out.long() == t["ours"].out).float().mean().item()
             print(f"greedy tokens identical: {same * 100:.2f}%")
 
 

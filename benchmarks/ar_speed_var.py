@@ -14,20 +14,15 @@ import contextlib
 import importlib
 import math
 import sys
-import time
 
 import torch
 
+from benchmarks.timing import time_alternating
 from models.var import VAR, VARConfig
 from samplers.var import generate_var
 from tokenizers.var_vqvae import PATCH_NUMS, VARVQVAE, VQVAEConfig
 
 PRESETS = {"tiny": (4, 256), **{f"d{d}": (d, 64 * d) for d in (16, 20, 24, 30, 36)}}  # depth, width
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _randomize(model: torch.nn.Module) -> None:
@@ -65,16 +60,6 @@ def _import_official(path: str):
     return pkg, var_mod
 
 
-def _time(fn, device, repeats):
-    fn()  # warm-up
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        out = fn()
-    _sync(device)
-    return (time.perf_counter() - t0) / repeats, out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="d16", choices=list(PRESETS))
@@ -85,7 +70,7 @@ def main() -> None:
     ap.add_argument("--top-p", type=float, default=0.0)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds, ours and official alternating")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
     ap.add_argument("--official-dir", default=None, help="a FoundationVision/VAR checkout to compare against")
     args = ap.parse_args()
@@ -98,21 +83,14 @@ def main() -> None:
     vae.to(device)  # the VAE stays fp32: f_hat and the codebook are fp32 in the official code too
     var.to(device=device, dtype=dtype)
     classes = torch.arange(args.batch, device=device) * 7 % var.num_classes
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
     def ours():
         out = generate_var(var, vae, classes, cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p,
                            generator=torch.Generator().manual_seed(0))
         return out.tokens, vae.decode_fhat(out.f_hat)
 
-    sec, (ours_tokens, ours_img) = _time(ours, device, args.repeats)
+    fns = {"ours": ours}
     c = var.cfg
-    print(f"VAR {args.preset}: width {c.embed_dim} x {c.depth} blocks, {var.L} tokens ({len(var.patch_nums)} scales), "
-          f"batch {args.batch}, cfg {args.cfg}, {args.dtype} on {device}")
-    mem = f", peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if device.type == "cuda" else ""
-    print(f"ours:     {sec:.3f} s/batch (incl. decode), {args.batch / sec:.2f} images/s{mem}")
-
     if args.official_dir:
         pkg, var_mod = _import_official(args.official_dir)
         off_vae = pkg.VQVAE(vocab_size=c.vocab_size, z_channels=c.Cvae, ch=args.vae_ch, test_mode=True,
@@ -140,13 +118,24 @@ def main() -> None:
                                                        top_k=args.top_k, top_p=args.top_p)
             return list(recorded), img.float() * 2 - 1
 
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        sec_off, (off_tokens, off_img) = _time(official, device, args.repeats)
-        off_mem = f", peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if device.type == "cuda" else ""
-        print(f"official: {sec_off:.3f} s/batch (incl. decode), {args.batch / sec_off:.2f} images/s "
-              f"(ours x{sec_off / sec:.2f} faster){off_mem}")
+        fns["official"] = official
+
+    t = time_alternating(fns, device, args.repeats)
+    print(f"VAR {args.preset}: width {c.embed_dim} x {c.depth} blocks, {var.L} tokens ({len(var.patch_nums)} scales), "
+          f"batch {args.batch}, cfg {args.cfg}, {args.dtype} on {device}, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats} alternating runs")
+
+    def line(name):
+        r = t[name]
+        mem = f", peak {r.peak_mib:.0f} MiB" if r.peak_mib is not None else ""
+        runs = ", ".join(f"{x:.2f}" for x in r.runs)
+        return f"{r.seconds:.3f} s/batch (incl. decode; {runs}), {args.batch / r.seconds:.2f} images/s{mem}"
+
+    print(f"ours:     {line('ours')}")
+    if "official" in t:
+        print(f"official: {line('official')} (ours x{t['official'].seconds / t['ours'].seconds:.2f} faster)")
         if args.top_k == 1:
+            (ours_tokens, ours_img), (off_tokens, off_img) = t["ours"].out, t["official"].out
             same = torch.cat([(a.flatten(1) == b).float().flatten() for a, b in zip(ours_tokens, off_tokens)]).mean()
             print(f"greedy tokens identical: {same.item() * 100:.2f}%, "
                   f"image max |diff| {(ours_img - off_img).abs().max().item():.2e}")

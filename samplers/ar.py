@@ -50,6 +50,8 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
     inverse CDF from one uniform per row: `uniform` (B,) if given, else drawn on the CPU from `generator`
     (None = torch's default CPU generator). With top_k=1 this is greedy decoding.
     """
+    if top_k == 1:  # greedy: the filter leaves the argmax alone (up to exact ties), so the draw is skipped
+        return logits.argmax(dim=-1)
     logits = logits.float() / max(temperature, 1e-5)
     if top_k > 0 or top_p < 1.0:
         logits = top_k_top_p_filter(logits, top_k, top_p)

@@ -34,21 +34,22 @@ def _packable(m: nn.Module) -> bool:
 
 
 class _Packed:
-    """The packed state of one nn.Linear: packs its weight on the second call (a layer used once per generation,
-    such as VAR's class AdaLN projections, is not worth a reorder pass) and runs through it from then on."""
+    """The packed state of one weight (or several stacked): packs on call number `pack_at` and runs through the
+    packed copy from then on. Single layers pack at their second call: a layer used once per generation (VAR's
+    class AdaLN projections) is not worth a reorder pass."""
 
-    def __init__(self, m: nn.Linear, rows_hint: int):
-        self.m, self.rows_hint, self.calls, self.weight = m, rows_hint, 0, None
+    def __init__(self, weight_fn, rows_hint: int, pack_at: int = 2):
+        self.weight_fn, self.rows_hint, self.pack_at, self.calls, self.weight = weight_fn, rows_hint, pack_at, 0, None
 
-    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         self.calls += 1
-        if self.weight is None and self.calls >= 2:
+        if self.weight is None and self.calls >= self.pack_at:
             try:
-                self.weight = torch.ops.mkldnn._reorder_linear_weight(self.m.weight.detach(), self.rows_hint)
+                self.weight = torch.ops.mkldnn._reorder_linear_weight(self.weight_fn().detach(), self.rows_hint)
             except RuntimeError:  # an unusual shape or build: keep this layer on the default route
                 self.calls = -(2**62)
         if self.weight is None or x.dtype != torch.float32 or x.device.type != "cpu":
-            return F.linear(x, self.m.weight, bias)
+            return F.linear(x, self.weight_fn(), bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "none", [], "")
 
 
@@ -60,12 +61,21 @@ def packed_linears(module: nn.Module, rows_hint: int = 2, enabled: bool = True) 
     Only under torch.no_grad() (the packed op has no backward), so training is never affected. Each layer is
     packed at its second call, so layers run once cost nothing extra. A model that calls F.linear on a layer's
     weight itself (with a bias assembled at call time) can use `m._tn_packed(x, bias)` when the layer has one.
+    A module that lists bias-free sibling layers reading the same input in `tn_fused_linears` (e.g. ("w1", "w3")
+    of a SwiGLU) gets `_tn_fused(x)`: one packed product whose output is their outputs side by side.
     """
-    patched: list[nn.Linear] = []
+    patched: list[nn.Module] = []
+    fused: list[nn.Module] = []
     if enabled and available() and not torch.is_grad_enabled():
+        hint = max(1, int(rows_hint))
         for m in module.modules():
+            names = getattr(m, "tn_fused_linears", ())
+            parts = [getattr(m, n, None) for n in names]
+            if parts and all(isinstance(p, nn.Linear) and p.bias is None and _packable(p) for p in parts):
+                m._tn_fused = _Packed(lambda parts=parts: torch.cat([p.weight for p in parts]), hint, pack_at=1)
+                fused.append(m)
             if isinstance(m, nn.Linear) and _packable(m):
-                packed = _Packed(m, max(1, int(rows_hint)))
+                packed = _Packed(lambda m=m: m.weight, hint)
                 m._tn_packed = packed
                 m.forward = _forward(packed, m)  # instance attribute shadows nn.Linear.forward
                 patched.append(m)
@@ -74,6 +84,8 @@ def packed_linears(module: nn.Module, rows_hint: int = 2, enabled: bool = True) 
     finally:
         for m in patched:
             del m.forward, m._tn_packed
+        for m in fused:
+            del m._tn_fused
 
 
 def _forward(packed: _Packed, m: nn.Linear):

@@ -71,3 +71,19 @@ def test_raster_tokens_same_with_and_without_packing():
     b = generate_raster(gpt, cls, 64, packed_cpu=True, generator=torch.Generator().manual_seed(5), **sampled)
     assert (a == b).float().mean() > 0.95  # a draw may land within float rounding of a CDF boundary
 
+
+
+@torch.no_grad()
+def test_swiglu_siblings_run_as_one_packed_product():
+    from models.llamagen_gpt import FeedForward
+    cfg = LlamaGenGPTConfig(dim=64, n_layer=1, n_head=4, n_kv_head=4, ffn_hidden=192, vocab_size=16,
+                            num_classes=2, block_size=4)
+    torch.manual_seed(3)
+    ffn = FeedForward(cfg)
+    x = torch.randn(2, 1, 64)
+    ref = ffn(x)
+    with packed_linears(ffn):
+        out = ffn(x)
+        assert ffn._tn_fused.weight is not None and tuple(ffn._tn_fused.weight.shape) == (384, 64)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert "_tn_fused" not in ffn.__dict__
