@@ -44,7 +44,7 @@ WORKFLOWS = {
         "note": ("Bundled demo DiT (epsilon prediction, DDPM linear schedule) in the bundled glyph autoencoder's latent space: "
                  "digits 0-9 with classifier-free guidance, sampled with the exact DDPM ancestral posterior. The second "
                  "output row shows the x0 prediction at every step (the image 'developing'). " + OFFICIAL_DIT),
-        "nodes": _class_to_image("tn_glyph_dit.safetensors", "ddpm", "ddpm_linear", 50, 3.0, 7, "tn_dit_ddpm", extra=_trajectory()),
+        "nodes": _class_to_image("tn_glyph_dit.safetensors", "ddpm", "ddpm_linear", 50, 4.0, 7, "tn_dit_ddpm", extra=_trajectory()),
     },
     "dit_ddim_class_to_image": {
         "note": ("The same bundled DiT sampled deterministically with DDIM (eta 0) in 25 steps. " + OFFICIAL_DIT),
@@ -53,7 +53,7 @@ WORKFLOWS = {
     "sit_flow_euler_class_to_image": {
         "note": ("Bundled demo SiT-style flow-matching model (velocity prediction, linear interpolant) sampled with "
                  "rectified-flow Euler from sigma 1 to 0 (flow_sd3 schedule with shift 1 = uniform). " + OFFICIAL_SIT),
-        "nodes": _class_to_image("tn_glyph_sit.safetensors", "flow_euler", "flow_sd3", 50, 3.0, 7, "tn_sit_flow_euler",
+        "nodes": _class_to_image("tn_glyph_sit.safetensors", "flow_euler", "flow_sd3", 50, 4.0, 7, "tn_sit_flow_euler",
                                  extra={"sched": ("TN_NoiseSchedule", {"schedule": "flow_sd3", "steps": 50, "denoise": 1.0, "shift": 1.0})}),
     },
     "dit_core_ksampler": {
@@ -307,7 +307,7 @@ WORKFLOWS["compare_every_paradigm"] = {
         "neg": ("TN_ClassLabel", {"model": ("den", 0), "class_index": -1, "class_name": "", "class_indices": ""}, "Unconditional (null class)"),
         "empty": ("TN_EmptyLatent", {"model": ("den", 0), "batch_size": 20}),
         "vae": ("TN_VAELoader", {"vae_name": "tn_glyph_ae.safetensors"}),
-        **_diffusion_branch("ddpm", "den", "ddpm", "ddpm_linear", 50, 3.0, 7, ("pos", 0), ("neg", 0), ("empty", 0)),
+        **_diffusion_branch("ddpm", "den", "ddpm", "ddpm_linear", 50, 4.0, 7, ("pos", 0), ("neg", 0), ("empty", 0)),
         **_diffusion_branch("ddim", "den", "ddim", "ddpm_linear", 25, 3.0, 7, ("pos", 0), ("neg", 0), ("empty", 0), eta=0.0),
         **_diffusion_branch("flow", "sit", "flow_euler", "flow_sd3", 25, 3.0, 7, ("pos", 0), ("neg", 0), ("empty", 0)),
         **_diffusion_branch("lcm", "den", "lcm", "ddpm_linear", 4, 3.0, 7, ("pos", 0), ("neg", 0), ("empty", 0)),

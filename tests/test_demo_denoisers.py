@@ -13,7 +13,7 @@ import torch
 from benchmarks.quality import WEIGHTS, evaluate_denoiser, load_bundled_ae, load_bundled_judge
 from models.denoiser import load_denoiser
 
-FLOORS = {"sit": 0.9, "dit": 0.8}  # judge accuracy on 50 samples, 25 steps, cfg 3 (measured: 1.00, 0.94)
+FLOORS = {"sit": 0.9, "dit": 0.85}  # judge accuracy on 50 samples, 25 steps, cfg 4 (measured: 1.00, 0.94)
 
 
 @pytest.mark.parametrize("family", sorted(FLOORS))
@@ -21,7 +21,7 @@ def test_bundled_denoiser_draws_the_requested_digits(family):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     net = load_denoiser(os.path.join(WEIGHTS, f"tn_glyph_{family}.safetensors"))
     ae, scale = load_bundled_ae()
-    r = evaluate_denoiser(net, ae, scale, load_bundled_judge(), 50, steps=25, cfg=3.0, seed=1)
+    r = evaluate_denoiser(net, ae, scale, load_bundled_judge(), 50, steps=25, cfg=4.0, seed=1)
     assert r["judge_accuracy"] >= FLOORS[family], f"{family}: {r['judge_accuracy']:.2f} per class {r['per_class']}"
     # without guidance toward the class the judge must do worse: it is the conditioning that draws the digit
     r0 = evaluate_denoiser(net, ae, scale, load_bundled_judge(), 50, steps=25, cfg=0.0, seed=1)
