@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from benchmarks.timing import time_alternating
+from benchmarks.timing import print_comparison, time_alternating
 from models.llamagen_gpt import (
     GPT_PRESETS,
     LlamaGenGPT,
@@ -87,18 +87,10 @@ def main() -> None:
     print(f"{args.preset} dim {c.dim} x {c.n_layer} layers, {n} tokens, batch {args.batch}, cfg {args.cfg}, "
           f"{args.dtype} on {device}, {torch.get_num_threads()} threads, median of {args.repeats} alternating runs")
 
-    def line(name):
-        r = t[name]
-        mem = f", peak {r.peak_mib:.0f} MiB" if r.peak_mib is not None else ""
-        runs = ", ".join(f"{x:.2f}" for x in r.runs)
-        return f"{r.seconds:.3f} s/batch ({runs}), {args.batch * n / r.seconds:.0f} tokens/s{mem}"
-
-    print(f"ours:     {line('ours')}")
-    if "official" in t:
-        print(f"official: {line('official')} (ours x{t['official'].seconds / t['ours'].seconds:.2f} faster)")
-        if args.top_k == 1:
-            same = (t["official"].out.long() == t["ours"].out).float().mean().item()
-            print(f"greedy tokens identical: {same * 100:.2f}%")
+    print_comparison(t, args.batch * n, "tokens")
+    if "official" in t and args.top_k == 1:
+        same = (t["official"].out.long() == t["ours"].out).float().mean().item()
+        print(f"greedy tokens identical: {same * 100:.2f}%")
 
 
 if __name__ == "__main__":

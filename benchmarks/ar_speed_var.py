@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from benchmarks.timing import time_alternating
+from benchmarks.timing import print_comparison, time_alternating
 from models.var import VAR, VARConfig
 from samplers.var import generate_var
 from tokenizers.var_vqvae import PATCH_NUMS, VARVQVAE, VQVAEConfig
@@ -125,20 +125,12 @@ def main() -> None:
           f"batch {args.batch}, cfg {args.cfg}, {args.dtype} on {device}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} alternating runs")
 
-    def line(name):
-        r = t[name]
-        mem = f", peak {r.peak_mib:.0f} MiB" if r.peak_mib is not None else ""
-        runs = ", ".join(f"{x:.2f}" for x in r.runs)
-        return f"{r.seconds:.3f} s/batch (incl. decode; {runs}), {args.batch / r.seconds:.2f} images/s{mem}"
-
-    print(f"ours:     {line('ours')}")
-    if "official" in t:
-        print(f"official: {line('official')} (ours x{t['official'].seconds / t['ours'].seconds:.2f} faster)")
-        if args.top_k == 1:
-            (ours_tokens, ours_img), (off_tokens, off_img) = t["ours"].out, t["official"].out
-            same = torch.cat([(a.flatten(1) == b).float().flatten() for a, b in zip(ours_tokens, off_tokens)]).mean()
-            print(f"greedy tokens identical: {same.item() * 100:.2f}%, "
-                  f"image max |diff| {(ours_img - off_img).abs().max().item():.2e}")
+    print_comparison(t, args.batch, "images", note="incl. decode; ")
+    if "official" in t and args.top_k == 1:
+        (ours_tokens, ours_img), (off_tokens, off_img) = t["ours"].out, t["official"].out
+        same = torch.cat([(a.flatten(1) == b).float().flatten() for a, b in zip(ours_tokens, off_tokens)]).mean()
+        print(f"greedy tokens identical: {same.item() * 100:.2f}%, "
+              f"image max |diff| {(ours_img - off_img).abs().max().item():.2e}")
 
 
 if __name__ == "__main__":

@@ -44,3 +44,17 @@ def time_alternating(fns: dict[str, Callable[[], object]], device: torch.device,
                 peak = torch.cuda.max_memory_allocated(device) / 2**20
                 peaks[name] = max(peaks[name] or 0.0, peak)
     return {name: Timing(statistics.median(runs[name]), runs[name], outs[name], peaks[name]) for name in fns}
+
+
+def print_comparison(t: dict[str, Timing], per_batch: float, unit: str, note: str = "") -> None:
+    """Print ours (and the official loop's, with the speed ratio) as seconds per batch, each run, and `unit`/s
+    for `per_batch` units per batch (e.g. tokens or images)."""
+    def line(name: str) -> str:
+        r = t[name]
+        mem = f", peak {r.peak_mib:.0f} MiB" if r.peak_mib is not None else ""
+        runs = ", ".join(f"{x:.2f}" for x in r.runs)
+        return f"{r.seconds:.3f} s/batch ({note}{runs}), {per_batch / r.seconds:.2f} {unit}/s{mem}"
+
+    print(f"ours:     {line('ours')}")
+    if "official" in t:
+        print(f"official: {line('official')} (ours x{t['official'].seconds / t['ours'].seconds:.2f} faster)")
