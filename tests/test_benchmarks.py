@@ -20,7 +20,8 @@ def test_contenders_alternate_and_report_medians():
 
 
 def _run(module: str, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 
@@ -28,7 +29,11 @@ def _run(module: str, *args: str) -> str:
 def test_llamagen_speed_script_runs():
     out = _run("benchmarks.ar_speed_llamagen", "--preset", "tiny", "--grid", "4", "--vocab", "64", "--batch", "2",
                "--repeats", "2", "--device", "cpu", "--threads", "1")
-    assert "ours:" in out and "tokens/s" in out and "median of 2 alternating runs" in out
+    assert "ours:" in out and "images/s" in out and "median of 2 alternating runs" in out
+    assert "tokens only: ours" in out and "tokens/s" in out  # decoded images by default, token phase on its own
+    out = _run("benchmarks.ar_speed_llamagen", "--preset", "tiny", "--grid", "4", "--vocab", "64", "--batch", "1",
+               "--repeats", "1", "--device", "cpu", "--threads", "1", "--no-decode")
+    assert "tokens/s" in out and "images/s" not in out
 
 
 def test_var_speed_script_runs():

@@ -186,7 +186,7 @@ def test_vq_l2_normalised_lookup_and_decode(vq_case):
         w.mul_(scale)  # rescaling codes changes nothing when latents and codes are normalised
         try:
             assert torch.equal(vq.encode(x), idx)
-            torch.testing.assert_close(vq.decode_indices(idx), dec, atol=1e-5, rtol=0)
+            torch.testing.assert_close(vq.decode_indices(idx), dec, atol=1e-4, rtol=0)  # Winograd convs round a little more
             raw = vq.decoder(vq.post_quant_conv(w[idx].permute(0, 3, 1, 2)))  # decoding the raw code is wrong
             assert (raw - dec).abs().max() > 1e-2
             d_raw = torch.cdist(vq.quant_conv(vq.encoder(x)).permute(0, 2, 3, 1).reshape(-1, 8), w)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_conv import use_winograd
+
 log = logging.getLogger(__name__)
 
 
@@ -196,6 +198,7 @@ class LlamaGenVQ(nn.Module):
         self.quantize = VectorQuantizer(cfg)
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.codebook_embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(cfg.codebook_embed_dim, cfg.z_channels, 1)
+        use_winograd(self.decoder)  # CPU decode via Winograd 3x3 convs (tokenizers/fast_conv.py); tokens untouched
 
     @property
     def downsample(self) -> int:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_conv import use_winograd
+
 log = logging.getLogger(__name__)
 
 # default scale schedules of the released checkpoints, keyed by image side in pixels
@@ -237,6 +239,7 @@ class VARVQVAE(nn.Module):
         k = cfg.quant_conv_ks
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, k, padding=k // 2)
         self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, k, padding=k // 2)
+        use_winograd(self.decoder)  # CPU decode via Winograd 3x3 convs (tokenizers/fast_conv.py); tokens untouched
 
     @staticmethod
     def config_from_state_dict(sd: dict[str, torch.Tensor]) -> VQVAEConfig:
