@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds, ours and official alternating")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
+    ap.add_argument("--no-warmup", dest="warmup", action="store_false",
+                    help="skip the untimed first call of each (for minutes-long CPU runs)")
     ap.add_argument("--official-dir", default=None, help="a FoundationVision/LlamaGen checkout to compare against")
     ap.add_argument("--no-decode", dest="decode", action="store_false", help="time the tokens only")
     args = ap.parse_args()
@@ -120,14 +122,15 @@ def main() -> None:
                          lambda tok: off_vq.decode_code(tok, (tok.shape[0], 8, args.grid, args.grid)))
         fns["official"] = official
 
-    t = time_alternating(fns, device, args.repeats)
+    t = time_alternating(fns, device, args.repeats, warmup=args.warmup)
     c = gpt.config
     print(f"{args.preset} dim {c.dim} x {c.n_layer} layers, {n} tokens, batch {args.batch}, cfg {args.cfg}, "
           f"{args.dtype} on {device}, {torch.get_num_threads()} threads, median of {args.repeats} alternating runs")
 
     if vq is not None:
         print_comparison(t, args.batch, "images", note="incl. decode; ")
-        tok = {k: statistics.median(v[1:] if len(v) > 1 else v) for k, v in token_seconds.items() if v}  # no warm-up
+        skip = 1 if args.warmup else 0  # the untimed warm-up call
+        tok = {k: statistics.median(v[skip:]) for k, v in token_seconds.items() if v}
         ratio = f" (ours x{tok['official'] / tok['ours']:.2f} faster)" if "official" in tok else ""
         print(f"tokens only: ours {tok['ours']:.3f} s" + (f", official {tok['official']:.3f} s" if ratio else "")
               + f", {args.batch * n / tok['ours']:.1f} tokens/s{ratio}")

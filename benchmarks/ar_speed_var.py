@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds, ours and official alternating")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
+    ap.add_argument("--no-warmup", dest="warmup", action="store_false",
+                    help="skip the untimed first call of each (for minutes-long CPU runs)")
     ap.add_argument("--official-dir", default=None, help="a FoundationVision/VAR checkout to compare against")
     args = ap.parse_args()
     if args.threads:
@@ -120,7 +122,7 @@ def main() -> None:
 
         fns["official"] = official
 
-    t = time_alternating(fns, device, args.repeats)
+    t = time_alternating(fns, device, args.repeats, warmup=args.warmup)
     print(f"VAR {args.preset}: width {c.embed_dim} x {c.depth} blocks, {var.L} tokens ({len(var.patch_nums)} scales), "
           f"batch {args.batch}, cfg {args.cfg}, {args.dtype} on {device}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} alternating runs")
