@@ -95,8 +95,9 @@ def evaluate(vq: VARVQVAE, x: torch.Tensor, y: torch.Tensor, judge: GlyphJudge |
             used[m.flatten()] = True
         recs.append((vq.decode_indices(idx) + 1) / 2)
     rec = torch.cat(recs)
+    chroma = (rec - rec.mean(1, keepdim=True)).std() / (x - x.mean(1, keepdim=True)).std()  # 1 = colours kept
     out = {"psnr": (10 * torch.log10(1.0 / ((rec - x) ** 2).mean((1, 2, 3)))).mean().item(),
-           "codes_used": used.float().mean().item()}
+           "codes_used": used.float().mean().item(), "chroma_ratio": chroma.item()}
     if judge is not None:
         out["judge_acc_recon"] = judge_accuracy(judge, rec, y)
     return out
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             m = evaluate(vq, held_x[:200], held_y[:200], None)
             vq.train()
             print(f"step {step} loss {loss.item():.4f} vq {vq_loss.item():.4f} psnr {m['psnr']:.2f} "
-                  f"codes_used {m['codes_used']:.3f} reinit {reinit} t {clock():.0f}s", flush=True)
+                  f"codes_used {m['codes_used']:.3f} chroma {m['chroma_ratio']:.3f} reinit {reinit} t {clock():.0f}s",
+                  flush=True)
         if clock() > args.max_minutes * 60:
             print(f"time cap reached at step {step}", flush=True)
             break
