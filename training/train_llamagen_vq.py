@@ -32,9 +32,9 @@ from training.common import HELDOUT_SEED, Clock, lr_at, save_fp16
 TRAIN_SEED0 = 30_000_000  # training batch i is make_batch(batch, TRAIN_SEED0 + i)
 
 
-def demo_vq_config(codebook_size: int = 256, codebook_embed_dim: int = 8) -> LlamaGenVQConfig:
-    """The bundled tokenizer's architecture: 32x32 -> 8x8 (downsample 4), ~0.86M parameters."""
-    return LlamaGenVQConfig(ch=32, encoder_ch_mult=(1, 1, 2), decoder_ch_mult=(1, 1, 2), num_res_blocks=1,
+def demo_vq_config(codebook_size: int = 256, codebook_embed_dim: int = 8, ch: int = 32) -> LlamaGenVQConfig:
+    """The bundled tokenizer's architecture: 32x32 -> 8x8 (downsample 4), ~0.86M parameters at ch 32."""
+    return LlamaGenVQConfig(ch=ch, encoder_ch_mult=(1, 1, 2), decoder_ch_mult=(1, 1, 2), num_res_blocks=1,
                             z_channels=64, codebook_size=codebook_size, codebook_embed_dim=codebook_embed_dim,
                             codebook_show_usage=False)
 
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                    help="fraction of training with the quantizer bypassed; then k-means initialises the codebook")
     p.add_argument("--kmeans-images", type=int, default=256, help="glyphs whose latents seed the k-means")
     p.add_argument("--codebook-size", type=int, default=256)
+    p.add_argument("--ch", type=int, default=32, help="base channels (a multiple of 32: GroupNorm has 32 groups)")
     p.add_argument("--restart-every", type=int, default=50, help="dead-code window (steps); 0 = never")
     p.add_argument("--heldout", type=int, default=1000)
     p.add_argument("--judge", default="weights/tn_glyph_judge.safetensors", help="for reporting only")
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    vq = LlamaGenVQ(demo_vq_config(args.codebook_size)).train()
+    vq = LlamaGenVQ(demo_vq_config(args.codebook_size, ch=args.ch)).train()
     with torch.no_grad():  # unit-norm random codes; dead-code restarts move them onto the data
         w = vq.quantize.embedding.weight
         w.copy_(F.normalize(torch.randn(w.shape, generator=g), dim=-1))

@@ -50,7 +50,7 @@ def msvq_forward(vq: VARVQVAE, f: torch.Tensor, patch_nums: tuple[int, ...], bet
     Returns (straight-through f_hat [B,Cvae,h,w], VQ loss (scalar), code hits [V], per-scale residual vectors
     [N_k,Cvae] that were quantized, for dead-code re-initialisation).
     """
-    B, C, H, W = f.shape
+    B, C = f.shape[:2]
     f_ng = f.detach()
     f_rest = f_ng.clone()
     f_hat = torch.zeros_like(f)
