@@ -120,11 +120,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--beta", type=float, default=0.25, help="commitment weight")
     p.add_argument("--colour-weight", type=float, default=1.0,
                    help="weight of an extra MSE on 4x4-pooled pixels (low frequencies, colour)")
+    p.add_argument("--chroma-weight", type=float, default=0.0,
+                   help="weight of an extra MSE on chroma (pixels minus their R,G,B mean); 0 = off")
     p.add_argument("--ae-warmup", type=float, default=0.25,
                    help="fraction of training with the quantizer bypassed; then k-means initialises the codebook")
     p.add_argument("--kmeans-images", type=int, default=256, help="glyphs whose latents seed the k-means")
     p.add_argument("--codebook-size", type=int, default=256)
     p.add_argument("--ch", type=int, default=32, help="base channels (a multiple of 32: GroupNorm has 32 groups)")
+    p.add_argument("--embed-dim", type=int, default=8, help="codebook vector size (LlamaGen: 8)")
     p.add_argument("--restart-every", type=int, default=50, help="dead-code window (steps); 0 = never")
     p.add_argument("--heldout", type=int, default=1000)
     p.add_argument("--judge", default="weights/tn_glyph_judge.safetensors", help="for reporting only")
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    vq = LlamaGenVQ(demo_vq_config(args.codebook_size, ch=args.ch)).train()
+    vq = LlamaGenVQ(demo_vq_config(args.codebook_size, args.embed_dim, ch=args.ch)).train()
     with torch.no_grad():  # unit-norm random codes; dead-code restarts move them onto the data
         w = vq.quantize.embedding.weight
         w.copy_(F.normalize(torch.randn(w.shape, generator=g), dim=-1))
@@ -172,6 +175,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         rec, vq_loss, idx, latents = quantize_st(vq, target, args.beta, quantizing)
         rec_loss = (F.l1_loss(rec, target) + F.mse_loss(rec, target)
                     + args.colour_weight * F.mse_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(target, 4)))
+        if args.chroma_weight:  # colour apart from lightness: each pixel minus its mean over R, G, B
+            rec_loss = rec_loss + args.chroma_weight * F.mse_loss(rec - rec.mean(1, keepdim=True),
+                                                                  target - target.mean(1, keepdim=True))
         loss = rec_loss + vq_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
