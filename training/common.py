@@ -37,6 +37,17 @@ def load_init(model: torch.nn.Module, path: str) -> tuple[int, float, str]:
     return int(meta.get("train_steps", 0)), float(meta.get("train_seconds", 0)), meta.get("train_device", "cpu")
 
 
+def chroma(images: torch.Tensor) -> torch.Tensor:
+    """Colour apart from lightness: each pixel of images (B, 3, H, W) minus its mean over R, G, B."""
+    return images - images.mean(1, keepdim=True)
+
+
+def chroma_ratio(rec: torch.Tensor, x: torch.Tensor) -> float:
+    """Colour spread of reconstructions rec over that of the inputs x (both (B, 3, H, W)): 1 = colours kept,
+    0 = greyscale."""
+    return (chroma(rec).std() / chroma(x).std()).item()
+
+
 def _render(spec: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     from demo.glyphs import make_batch
     torch.set_num_threads(1)

@@ -30,6 +30,7 @@ from samplers.schedules import alphas_cumprod
 from training.common import (
     EMA,
     Clock,
+    load_init,
     lr_at,
     pick_device,
     render_batches,
@@ -151,11 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             nn.init.xavier_uniform_(lin.weight)
     done_steps, done_seconds, init_device = 0, 0.0, ""
     if args.init:  # continue from a saved (EMA) checkpoint of the same architecture
-        with safe_open(args.init, "pt") as f:
-            meta = f.metadata()
-        model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
-        done_steps, done_seconds = int(meta.get("train_steps", 0)), float(meta.get("train_seconds", 0))
-        init_device = meta.get("train_device", "cpu")
+        done_steps, done_seconds, init_device = load_init(model, args.init)
     model.to(device)
     latents, labels = latents.to(device), labels.to(device)
     ema = EMA(model, args.ema)

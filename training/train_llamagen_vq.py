@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from demo.glyphs import CLASS_NAMES, IMAGE_SIZE, make_batch
 from models.judge import GlyphJudge, judge_accuracy
 from tokenizers.llamagen_vq import LlamaGenVQ, LlamaGenVQConfig
-from training.common import HELDOUT_SEED, Clock, lr_at, save_fp16
+from training.common import HELDOUT_SEED, Clock, chroma, chroma_ratio, lr_at, save_fp16
 
 TRAIN_SEED0 = 30_000_000  # training batch i is make_batch(batch, TRAIN_SEED0 + i)
 
@@ -102,8 +102,7 @@ def evaluate(vq: LlamaGenVQ, x: torch.Tensor, y: torch.Tensor, judge: GlyphJudge
     rec = torch.cat([vq.decode_indices(idx[i:i + 250]) for i in range(0, x.shape[0], 250)])
     rec = ((rec + 1) / 2).clamp(0, 1)
     psnr = (10 * torch.log10(1.0 / ((rec - x) ** 2).mean((1, 2, 3)).clamp_min(1e-10))).mean().item()
-    chroma = (rec - rec.mean(1, keepdim=True)).std() / (x - x.mean(1, keepdim=True)).std()  # 1 = colours kept
-    out = {"psnr": psnr, "codes_used": int(idx.unique().numel()), "chroma_ratio": chroma.item()}
+    out = {"psnr": psnr, "codes_used": int(idx.unique().numel()), "chroma_ratio": chroma_ratio(rec, x)}
     if judge is not None:
         out["judge_acc_real"] = judge_accuracy(judge, x, y)
         out["judge_acc_recon"] = judge_accuracy(judge, rec, y)
@@ -175,9 +174,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         rec, vq_loss, idx, latents = quantize_st(vq, target, args.beta, quantizing)
         rec_loss = (F.l1_loss(rec, target) + F.mse_loss(rec, target)
                     + args.colour_weight * F.mse_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(target, 4)))
-        if args.chroma_weight:  # colour apart from lightness: each pixel minus its mean over R, G, B
-            rec_loss = rec_loss + args.chroma_weight * F.mse_loss(rec - rec.mean(1, keepdim=True),
-                                                                  target - target.mean(1, keepdim=True))
+        if args.chroma_weight:
+            rec_loss = rec_loss + args.chroma_weight * F.mse_loss(chroma(rec), chroma(target))
         loss = rec_loss + vq_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from demo.glyphs import CLASS_NAMES, IMAGE_SIZE, make_batch
 from models.judge import GlyphJudge, judge_accuracy
 from tokenizers.var_vqvae import VARVQVAE, VQVAEConfig
-from training.common import HELDOUT_SEED, Clock, lr_at, save_fp16
+from training.common import HELDOUT_SEED, Clock, chroma_ratio, lr_at, save_fp16
 
 PATCH_NUMS = (1, 2, 3, 4, 6, 8)
 TRAIN_SEED = 30_000_000
@@ -95,9 +95,8 @@ def evaluate(vq: VARVQVAE, x: torch.Tensor, y: torch.Tensor, judge: GlyphJudge |
             used[m.flatten()] = True
         recs.append((vq.decode_indices(idx) + 1) / 2)
     rec = torch.cat(recs)
-    chroma = (rec - rec.mean(1, keepdim=True)).std() / (x - x.mean(1, keepdim=True)).std()  # 1 = colours kept
     out = {"psnr": (10 * torch.log10(1.0 / ((rec - x) ** 2).mean((1, 2, 3)))).mean().item(),
-           "codes_used": used.float().mean().item(), "chroma_ratio": chroma.item()}
+           "codes_used": used.float().mean().item(), "chroma_ratio": chroma_ratio(rec, x)}
     if judge is not None:
         out["judge_acc_recon"] = judge_accuracy(judge, rec, y)
     return out
