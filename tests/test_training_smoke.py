@@ -55,6 +55,38 @@ def test_training_targets_are_what_an_oracle_predicts():
     assert denoiser_loss(velocity_oracle, x1, y, "sit", ac) < 1e-4
 
 
+def test_min_snr_weighting_and_logit_normal_times():
+    """--snr-gamma weights each sample's eps loss by min(SNR_t, gamma) / SNR_t; --logit-normal draws t = sigmoid(N(0,1))."""
+    ac = alphas_cumprod("ddpm_linear").float()
+    x1, y = torch.randn(4096, 4, 8, 8), torch.zeros(4096, dtype=torch.long)
+    seen = {}
+
+    def eps_off_by_half(xt, t, y):  # the exact eps plus 0.5 everywhere: every sample's squared error is 0.25
+        seen["t"] = t.long()
+        a = ac[t.long()].view(-1, 1, 1, 1)
+        return (xt - a.sqrt() * x1) / (1 - a).sqrt() + 0.5
+
+    torch.manual_seed(3)
+    plain = denoiser_loss(eps_off_by_half, x1, y, "dit", ac).item()
+    torch.manual_seed(3)
+    weighted = denoiser_loss(eps_off_by_half, x1, y, "dit", ac, snr_gamma=5.0).item()
+    snr = ac[seen["t"]] / (1 - ac[seen["t"]])
+    expected = 0.25 * torch.where(snr > 5, 5 / snr, torch.ones_like(snr)).mean().item()
+    assert abs(plain - 0.25) < 1e-4 and abs(weighted - expected) < 1e-4
+    assert weighted < 0.95 * plain  # the nearly clean timesteps (SNR > 5: t < 130) count for less
+
+    def velocity_probe(xt, t, y):
+        seen["t"] = t
+        return torch.zeros_like(xt)
+
+    for logit_normal, lo, hi in ((False, 0.43, 0.50), (True, 0.65, 0.71)):
+        torch.manual_seed(4)
+        denoiser_loss(velocity_probe, x1, y, "sit", ac, logit_normal=logit_normal)
+        t = seen["t"]
+        inner = ((t > torch.sigmoid(torch.tensor(-1.0))) & (t < torch.sigmoid(torch.tensor(1.0)))).float().mean()
+        assert 0 < t.min() and t.max() < 1 and lo < inner < hi  # uniform: 46% inside; logit-normal: 68%
+
+
 def test_benchmark_adapter_recovers_x0_from_an_oracle_network():
     """k_denoiser's VE (eps) and CONST (flow) views turn exact network outputs into the exact clean latent."""
     torch.manual_seed(0)

@@ -2,6 +2,9 @@
 # Train the four bundled generators on one CUDA GPU at once, each twice: from scratch, and continued from the
 # bundled weights (--init). Then score every candidate with the quality benchmarks (CPU, 200 samples, the
 # models' default settings) and print a table. The bundled autoencoder, judge and tokenizers are used as they are.
+# The denoiser runs take train_denoiser's current loss defaults (Min-SNR-5 for the DiT, logit-normal t for SiT);
+# the H100 session that made the bundled GPT and VAR ran before those existed (add --snr-gamma 0 --t-sampling
+# uniform to repeat its denoiser runs).
 #
 #   bash training/train_all_cuda.sh [OUT_DIR=runs/cuda] [MINUTES=6]
 #

@@ -1,10 +1,14 @@
 """Train a demo latent denoiser on glyph latents: DiT (eps, DDPM) or SiT (Linear-path velocity).
 
-python -m training.train_denoiser --kind dit|sit [--steps 3000] [--out weights/tn_glyph_<kind>.safetensors]
+python -m training.train_denoiser --kind dit|sit [--max-minutes 55] [--out weights/tn_glyph_<kind>.safetensors]
 Latents are encode(x) * scale_factor from the bundled autoencoder, encoded once into a pool (cached under runs/).
+Training runs until --steps or the wall-time cap (pool included), whichever comes first; the learning rate decays
+by whichever is further along, so a slow machine still ends with a fully decayed learning rate.
 - dit: Ho et al. 2020. Linear betas 1e-4..0.02, T=1000, integer t ~ U{0..999},
-  x_t = sqrt(ac_t) x0 + sqrt(1 - ac_t) eps, loss ||eps_theta(x_t, t, y) - eps||^2.
-- sit: Ma et al. 2024 (willisma/SiT, Linear path, velocity): t ~ U[0,1] with t = 1 the data end,
+  x_t = sqrt(ac_t) x0 + sqrt(1 - ac_t) eps, loss ||eps_theta(x_t, t, y) - eps||^2, by default weighted per sample
+  with Min-SNR-5 (Hang et al. 2023; --snr-gamma 0 for the plain loss).
+- sit: Ma et al. 2024 (willisma/SiT, Linear path, velocity): t in (0, 1) with t = 1 the data end, by default
+  logit-normal (Esser et al. 2024; --t-sampling uniform for U[0, 1]),
   x_t = t x1 + (1 - t) x0 (x1 data, x0 noise), loss ||v_theta(x_t, t, y) - (x1 - x0)||^2.
 Both drop the class label to the null class (index 10) with probability 0.1 for classifier-free guidance
 and save the EMA weights in the official DiT key layout.
@@ -17,7 +21,7 @@ import json
 import os
 
 import torch
-import torch.nn as nn
+from torch import nn
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -66,16 +70,26 @@ def latent_pool(ae: GlyphAutoencoder, scale: float, n: int, cache: str | None, w
     return latents, labels
 
 
-def denoiser_loss(model: DiT, x1: torch.Tensor, y: torch.Tensor, kind: str, ac: torch.Tensor) -> torch.Tensor:
-    """Training loss for clean scaled latents x1 [B,4,8,8] and (already dropped-out) labels y [B]."""
+def denoiser_loss(model: DiT, x1: torch.Tensor, y: torch.Tensor, kind: str, ac: torch.Tensor,
+                  snr_gamma: float = 0.0, logit_normal: bool = False) -> torch.Tensor:
+    """Training loss for clean scaled latents x1 [B,4,8,8] and (already dropped-out) labels y [B].
+
+    snr_gamma > 0 (dit): Min-SNR-gamma weighting (Hang et al. 2023), per-sample weight min(SNR_t, gamma) / SNR_t
+    for the eps loss, SNR_t = ac_t / (1 - ac_t); it stops the many nearly clean timesteps from dominating.
+    logit_normal (sit): t = sigmoid(n), n ~ N(0, 1) (Esser et al. 2024, SD3) instead of U[0, 1], which spends the
+    updates on the middle of the path where the class and layout are decided."""
     b = x1.shape[0]
     noise = torch.randn_like(x1)
     if kind == "dit":
         t = torch.randint(0, ac.shape[0], (b,), device=x1.device)
         a = ac[t].view(b, 1, 1, 1)
         xt = a.sqrt() * x1 + (1 - a).sqrt() * noise
-        return F.mse_loss(model(xt, t.float(), y), noise)
-    t = torch.rand(b, device=x1.device)
+        if snr_gamma <= 0:
+            return F.mse_loss(model(xt, t.float(), y), noise)
+        snr = ac[t] / (1 - ac[t])
+        weight = snr.clamp(max=snr_gamma) / snr
+        return ((model(xt, t.float(), y) - noise).square().mean(dim=(1, 2, 3)) * weight).mean()
+    t = torch.sigmoid(torch.randn(b, device=x1.device)) if logit_normal else torch.rand(b, device=x1.device)
     tt = t.view(b, 1, 1, 1)
     xt = tt * x1 + (1 - tt) * noise
     return F.mse_loss(model(xt, t, y), x1 - noise)
@@ -93,7 +107,7 @@ def as_denoiser(model: DiT, kind: str, scale: float) -> DenoiserNet:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kind", choices=["dit", "sit"], required=True)
-    p.add_argument("--steps", type=int, default=1400)
+    p.add_argument("--steps", type=int, default=100_000, help="at most this many steps (the time cap usually ends first)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=128)
@@ -102,12 +116,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--patch", type=int, default=2)
     p.add_argument("--ema", type=float, default=0.998)
     p.add_argument("--class-init", type=float, default=0.5, help="std of the initial class embeddings")
-    p.add_argument("--pool", type=int, default=40_000, help="number of glyphs encoded once into the latent pool")
+    p.add_argument("--pool", type=int, default=100_000, help="number of glyphs encoded once into the latent pool")
     p.add_argument("--cache", default="runs/glyph_latents.pt", help="latent pool cache ('' to disable)")
     p.add_argument("--ae", default="weights/tn_glyph_ae.safetensors")
     p.add_argument("--judge", default="weights/tn_glyph_judge.safetensors", help="for the periodic evaluation")
-    p.add_argument("--eval-every", type=int, default=700)
+    p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--eval-samples", type=int, default=100)
+    p.add_argument("--eval-cfg", type=float, default=4.0, help="the periodic evaluation samples 50 steps at this cfg "
+                   "with the nodes' default sampler (DDPM ancestral for dit, flow Euler for sit)")
+    p.add_argument("--snr-gamma", type=float, default=5.0, help="dit: Min-SNR-gamma loss weighting (0: plain eps loss)")
+    p.add_argument("--t-sampling", choices=["logit_normal", "uniform"], default="logit_normal",
+                   help="sit: how training draws t in (0, 1)")
     p.add_argument("--max-minutes", type=float, default=55.0, help="stop (and save) past this wall time")
     p.add_argument("--smoke", action="store_true", help="a tiny model for 3 steps on a tiny pool, for CI")
     p.add_argument("--init", default="", help="continue from this checkpoint (steps and seconds are accumulated)")
@@ -176,6 +195,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if args.kind == "dit":
             meta["beta_schedule"] = "ddpm_linear"
         meta["train_device"] = train_device_label(device, init_device)
+        meta["train_args"] = json.dumps({k: getattr(args, k) for k in ("batch", "lr", "ema", "pool", "snr_gamma",
+                                                                         "t_sampling", "threads", "max_minutes")})
         return save_fp16(ema.shadow, args.out, meta)
 
     g = torch.Generator().manual_seed(1)
@@ -188,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for group in opt.param_groups:
             group["lr"] = lr_at(schedule_step(step, args.steps, loop(), args.max_minutes - pool_minutes), args.steps,
                                 args.lr, warmup=min(100, args.steps // 10 + 1))
-        loss = denoiser_loss(model, latents[idx], y, args.kind, ac)
+        loss = denoiser_loss(model, latents[idx], y, args.kind, ac, args.snr_gamma,
+                              args.t_sampling == "logit_normal")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -202,9 +224,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             save(step)
             ema_model.load_state_dict(ema.shadow)
             r = evaluate_denoiser(as_denoiser(ema_model, args.kind, scale), ae, scale, judge, args.eval_samples,
-                                  steps=25, cfg=3.0)
+                                  steps=50, cfg=args.eval_cfg)
             print(f"eval step {step}: judge accuracy {r['judge_accuracy']:.3f} KID {r['kid']:.4f} "
-                  f"({args.eval_samples} samples, 25 steps, cfg 3) t {clock():.0f}s", flush=True)
+                  f"({args.eval_samples} samples, 50 steps, cfg {args.eval_cfg:g}) t {clock():.0f}s", flush=True)
         if clock() > args.max_minutes * 60:
             print(f"time cap reached at step {step}", flush=True)
             break
