@@ -21,10 +21,10 @@ import json
 import os
 
 import torch
-from torch import nn
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
+from torch import nn
 
 from demo.glyphs import CLASS_NAMES, IMAGE_SIZE
 from models.autoencoder import GlyphAutoencoder
