@@ -13,7 +13,7 @@ import torch
 from benchmarks.quality import WEIGHTS, evaluate_denoiser, load_bundled_ae, load_bundled_judge
 from models.denoiser import load_denoiser
 
-FLOORS = {"sit": 0.9, "dit": 0.85}  # judge accuracy on 50 samples, 25 steps, cfg 4 (measured for the 55-min CPU files: sit 1.00, dit 0.94)
+FLOORS = {"sit": 0.9, "dit": 0.85}  # judge accuracy on 50 samples, 25 steps, cfg 4 (measured: 1.00, 0.94)
 
 
 @pytest.mark.parametrize("family", sorted(FLOORS))

@@ -56,7 +56,7 @@ def test_training_targets_are_what_an_oracle_predicts():
 
 
 def test_min_snr_weighting_and_logit_normal_times():
-    """--snr-gamma weights each sample's eps loss by min(SNR_t, gamma) / SNR_t; --logit-normal draws t = sigmoid(N(0,1))."""
+    """--snr-gamma weights each sample's eps loss by min(SNR_t, gamma) / SNR_t; --t-sampling logit_normal: t = sigmoid(N(0,1))."""
     ac = alphas_cumprod("ddpm_linear").float()
     x1, y = torch.randn(4096, 4, 8, 8), torch.zeros(4096, dtype=torch.long)
     seen = {}
