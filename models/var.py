@@ -122,6 +122,20 @@ class AdaLNBeforeHead(nn.Module):
         return self.ln_wo_grad(x).mul(scale + 1).add_(shift)
 
 
+DERIVED_BUFFERS = ("lvl_1L", "attn_bias_for_masking", "zero_k_bias")  # functions of the config, not weights
+
+
+def _keep_derived_buffers(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """load_state_dict pre-hook of VAR: the derived buffers always keep the values the config gives them.
+
+    Official files store them (same values), stripped files may lack them, and a damaged copy must not leak into
+    the computation (e.g. a mask averaged into NaN by an EMA of all buffers).
+    """
+    for name, buf in module.named_buffers():
+        if name.endswith(DERIVED_BUFFERS):
+            state_dict[prefix + name] = buf.detach().clone()
+
+
 class VAR(nn.Module):
     def __init__(self, cfg: VARConfig):
         super().__init__()
@@ -143,6 +157,7 @@ class VAR(nn.Module):
         # block-causal mask, only used by the teacher-forcing forward (the KV cache makes it implicit)
         mask = torch.where(lvl.view(1, self.L, 1) >= lvl.view(1, 1, self.L), 0.0, -torch.inf)
         self.register_buffer("attn_bias_for_masking", mask.view(1, 1, self.L, self.L))
+        self.register_load_state_dict_pre_hook(_keep_derived_buffers)
 
     @staticmethod
     def config_from_state_dict(sd: dict[str, torch.Tensor]) -> VARConfig:
@@ -175,9 +190,7 @@ class VAR(nn.Module):
     def from_state_dict(cls, sd: dict[str, torch.Tensor]) -> "VAR":
         """Build and strictly load from an official (bare) state dict."""
         model = cls(cls.config_from_state_dict(sd))
-        derived = ("lvl_1L", "attn_bias_for_masking", "zero_k_bias")
-        buffers = {k: v for k, v in model.state_dict().items() if k.endswith(derived)}
-        model.load_state_dict({**buffers, **sd}, strict=True)  # derived buffers may be absent from stripped files
+        model.load_state_dict(sd, strict=True)  # the derived buffers come from the model (_keep_derived_buffers)
         return model.eval().requires_grad_(False)
 
     # -- conditioning, computed once per generation --------------------------------------------------

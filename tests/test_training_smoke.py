@@ -131,3 +131,23 @@ def test_parallel_glyph_rendering_gives_the_same_batches():
     assert len(parallel) == len(specs)
     for (x, y), (px, py) in zip(serial, parallel):
         assert torch.equal(x, px) and torch.equal(y, py)
+
+
+def test_ema_averages_parameters_and_copies_buffers():
+    """An EMA over a model whose buffer holds -inf (VAR's block-causal mask) keeps that buffer intact: averaging
+    it gave NaN (lerp(-inf, -inf) is NaN). Parameters are averaged."""
+    from training.common import EMA
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(3))
+            self.register_buffer("mask", torch.tensor([0.0, -torch.inf, 0.0]))
+
+    net = Net()
+    ema = EMA(net, 0.5)
+    with torch.no_grad():
+        net.w.fill_(1.0)
+    ema.update(net)
+    assert torch.equal(ema.shadow["w"], torch.full((3,), 0.5))
+    assert torch.equal(ema.shadow["mask"], net.mask)

@@ -83,17 +83,22 @@ def train_device_label(device: torch.device, earlier: str = "") -> str:
 
 
 class EMA:
-    """Exponential moving average of a model's floating parameters and buffers (decay per step)."""
+    """Exponential moving average of a model's floating parameters (decay per step); buffers are copied as they are.
+
+    Buffers are not averaged: they are not trained, and averaging would break some (VAR's block-causal mask holds
+    -inf, and lerp(-inf, -inf) is NaN).
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float = 0.999):
         self.decay = decay
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.params = {k for k, v in model.named_parameters() if v.is_floating_point()}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, decay: float | None = None) -> None:
         d = self.decay if decay is None else decay
         for k, v in model.state_dict().items():
-            if v.is_floating_point():
+            if k in self.params:
                 self.shadow[k].lerp_(v, 1 - d)
             else:
                 self.shadow[k].copy_(v)
