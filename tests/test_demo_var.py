@@ -41,6 +41,9 @@ def test_bundled_files_load_in_official_layout_and_match(models):
     # strict re-load of the raw files with the official key set (no missing / unexpected keys)
     VARVQVAE.from_state_dict(load_file(str(VQ_PATH)))
     VAR.from_state_dict(load_file(str(VAR_PATH)))
+    # no NaN anywhere in either file, the stored block-causal mask included (the official code would use it)
+    for path in (VQ_PATH, VAR_PATH):
+        assert not any(v.isnan().any() for v in load_file(str(path)).values() if v.is_floating_point()), path
     for path, kind in ((VQ_PATH, "vq"), (VAR_PATH, "ar")):
         m = _meta(path)
         assert (m["tn_kind"], m["family"], m["num_classes"], m["image_size"]) == (kind, "var", "10", "32")

@@ -1,8 +1,8 @@
 """Train the demo VAR transformer (next-scale prediction over the glyph multi-scale VQ tokens), official key layout.
 
-python -m training.train_var [--steps 700] [--max-minutes 20] [--out weights/tn_glyph_var.safetensors]
+python -m training.train_var [--max-minutes 56] [--threads 2] [--out weights/tn_glyph_var.safetensors]
 Tian et al. 2024 (arXiv:2404.02905), Sec. 3 and the official trainer: the bundled multi-scale VQVAE tokenizes a
-pool of freshly rendered glyphs once (cached under runs/), the transformer is teacher-forced on the K token maps
+pool of freshly rendered glyphs once (optionally cached, --cache), the transformer is teacher-forced on the K token maps
 (inputs: class token + the area-downsampled running f_hat of the previous scales, `teacher_forcing_input`) under
 the block-causal mask, loss = cross-entropy (label smoothing optional, official default 0) averaged uniformly over
 all L tokens. Labels are replaced by the null class with probability 0.1 (classifier-free guidance, Ho & Salimans
@@ -95,26 +95,26 @@ def sample_accuracy(var: VAR, vq: VARVQVAE, judge: GlyphJudge, per_class: int, s
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=700)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=100000, help="upper bound; on a CPU the time cap ends training")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--wd", type=float, default=0.05)
     p.add_argument("--depth", type=int, default=5)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--heads", type=int, default=0, help="0: width / 64")
     p.add_argument("--label-smooth", type=float, default=0.0, help="official default 0; 0.1 optional")
     p.add_argument("--cond-drop", type=float, default=0.1)
-    p.add_argument("--pool", type=int, default=10000, help="glyphs tokenized once for training")
-    p.add_argument("--cache", default="runs/var_token_pool.pt")
+    p.add_argument("--pool", type=int, default=30000, help="glyphs tokenized once for training (inside the time cap)")
+    p.add_argument("--cache", default="", help="optional cache file of the tokenized pool (e.g. runs/var_token_pool.pt)")
     p.add_argument("--tokenizer", default="weights/tn_glyph_msvq.safetensors")
     p.add_argument("--judge", default="weights/tn_glyph_judge.safetensors", help="for reporting only")
-    p.add_argument("--max-minutes", type=float, default=20.0, help="stop early past this wall time (pool included)")
+    p.add_argument("--max-minutes", type=float, default=56.0, help="stop past this wall time (pool included); the LR decay is timed to it")
     p.add_argument("--smoke", action="store_true", help="2 tiny steps, for CI")
     p.add_argument("--out", default="weights/tn_glyph_var.safetensors")
     p.add_argument("--init", default="", help="continue from this checkpoint (same --depth/--width; steps accumulate)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the saved weights (0: save the raw weights)")
+    p.add_argument("--ema", type=float, default=0.998, help="EMA decay of the saved weights (0: save the raw weights)")
     p.add_argument("--workers", type=int, default=0, help="processes that render the glyph pool (0: this one)")
     args = p.parse_args(argv)
     if args.smoke:
