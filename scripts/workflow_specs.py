@@ -130,7 +130,7 @@ def _save_grid(src, prefix, key="", columns=10, scale=4):
 
 
 def _raster(**kw):
-    base = {"model": ("ar", 0), "vq": ("vq", 0), "class_index": 0, "cfg": 6.0, "temperature": 1.0, "top_k": 10, "top_p": 1.0,
+    base = {"model": ("ar", 0), "vq": ("vq", 0), "class_index": 0, "cfg": 4.0, "temperature": 1.0, "top_k": 10, "top_p": 1.0,
             "seed": 3, "batch_size": 10, "class_indices": "", "cfg_interval": -1, "return_intermediates": False}
     return ("TN_ARTokenDecoder", {**base, **kw})
 

@@ -28,7 +28,7 @@ def test_bundled_denoiser_draws_the_requested_digits(family):
     assert r0["judge_accuracy"] < r["judge_accuracy"]
 
 
-AR_FLOORS = {"llamagen": 0.85, "var": 0.9}  # judge accuracy on 50 samples at the files' default settings (0.98, 1.00)
+AR_FLOORS = {"llamagen": 0.85, "var": 0.9}  # judge accuracy on 50 samples at the files' default settings (0.94, 1.00)
 
 
 @pytest.mark.parametrize("family", sorted(AR_FLOORS))
