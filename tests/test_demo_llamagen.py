@@ -118,3 +118,9 @@ def test_training_scripts_smoke(tmp_path):
     more = tmp_path / "gpt2.safetensors"
     train_llamagen_gpt.main(["--smoke", "--threads", "1", "--vq", str(vq_out), "--init", str(gpt_out), "--out", str(more)])
     assert (_meta(more)["train_steps"], _meta(more)["continued_from_steps"]) == ("4", "2")
+    # --max-minutes bounds the whole run, tokenising included: a cap already spent by tokenising trains no step
+    # (it used to bound the loop alone, and a negative remainder would have disabled it)
+    capped = tmp_path / "gpt3.safetensors"
+    train_llamagen_gpt.main(["--smoke", "--threads", "1", "--vq", str(vq_out), "--max-minutes", "1e-6",
+                             "--out", str(capped)])
+    assert _meta(capped)["train_steps"] == "0"

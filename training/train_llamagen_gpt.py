@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     loop = Clock()
     # the loop gets what the cap leaves after tokenising, so the whole run ends within --max-minutes
-    cap, done, order, pos = args.max_minutes * 60 - clock(), 0, torch.randperm(tokens.shape[0], generator=g), 0
+    cap = max(args.max_minutes * 60 - clock(), 1e-6)
+    done, order, pos = 0, torch.randperm(tokens.shape[0], generator=g), 0
     for step in range(args.steps):
         progress = max(step / args.steps, loop() / cap)
         if progress >= 1.0:
