@@ -2,8 +2,8 @@
 
 python -m training.train_var [--max-minutes 56] [--threads 2] [--out weights/tn_glyph_var.safetensors]
 Tian et al. 2024 (arXiv:2404.02905), Sec. 3 and the official trainer: the bundled multi-scale VQVAE tokenizes a
-pool of freshly rendered glyphs once (optionally cached, --cache), the transformer is teacher-forced on the K token maps
-(inputs: class token + the area-downsampled running f_hat of the previous scales, `teacher_forcing_input`) under
+pool of freshly rendered glyphs once (optionally cached, --cache), the transformer is teacher-forced on the K token
+maps (inputs: class token + the area-downsampled running f_hat of the previous scales, `teacher_forcing_input`) under
 the block-causal mask, loss = cross-entropy (label smoothing optional, official default 0) averaged uniformly over
 all L tokens. Labels are replaced by the null class with probability 0.1 (classifier-free guidance, Ho & Salimans
 2022). Initialisation follows the official `init_weights` (trunc-normal std sqrt(1/3C), head x0.02, AdaLN x0.5 with gammas x1e-5,
@@ -104,11 +104,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--heads", type=int, default=0, help="0: width / 64")
     p.add_argument("--label-smooth", type=float, default=0.0, help="official default 0; 0.1 optional")
     p.add_argument("--cond-drop", type=float, default=0.1)
-    p.add_argument("--pool", type=int, default=30000, help="glyphs tokenized once for training (inside the time cap)")
+    p.add_argument("--pool", type=int, default=30000, help="glyphs tokenized once, inside the time cap")
     p.add_argument("--cache", default="", help="optional cache file of the tokenized pool (e.g. runs/var_token_pool.pt)")
     p.add_argument("--tokenizer", default="weights/tn_glyph_msvq.safetensors")
     p.add_argument("--judge", default="weights/tn_glyph_judge.safetensors", help="for reporting only")
-    p.add_argument("--max-minutes", type=float, default=56.0, help="stop past this wall time (pool included); the LR decay is timed to it")
+    p.add_argument("--max-minutes", type=float, default=56.0,
+                   help="stop past this wall time (pool included); the LR decay is timed to it")
     p.add_argument("--smoke", action="store_true", help="2 tiny steps, for CI")
     p.add_argument("--out", default="weights/tn_glyph_var.safetensors")
     p.add_argument("--init", default="", help="continue from this checkpoint (same --depth/--width; steps accumulate)")
