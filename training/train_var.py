@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--label-smooth", type=float, default=0.0, help="official default 0; 0.1 optional")
     p.add_argument("--cond-drop", type=float, default=0.1)
     p.add_argument("--pool", type=int, default=30000, help="glyphs tokenized once, inside the time cap")
-    p.add_argument("--cache", default="", help="optional cache file of the tokenized pool (e.g. runs/var_token_pool.pt)")
+    p.add_argument("--cache", default="", help="optional cache of the tokenized pool, e.g. runs/var_token_pool.pt")
     p.add_argument("--tokenizer", default="weights/tn_glyph_msvq.safetensors")
     p.add_argument("--judge", default="weights/tn_glyph_judge.safetensors", help="for reporting only")
     p.add_argument("--max-minutes", type=float, default=56.0,
