@@ -80,7 +80,35 @@ class FFN(nn.Module):
         self.fc1, self.fc2 = nn.Linear(C, hidden), nn.Linear(hidden, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(gelu_tanh(self.fc1(x), inplace=True))
+
+
+_GELU_C = 2 * math.sqrt(2 / math.pi)
+_GELU_CHUNK = 1 << 17  # elements per pass on the CPU route: 512 KB of float32, so each chunk stays in cache
+
+
+def gelu_tanh(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """GELU, tanh approximation (the official nn.GELU(approximate="tanh")); `inplace` may overwrite x.
+
+    For float32 CPU inference it is computed as x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3), which equals
+    0.5 x (1 + tanh(u)) exactly in real arithmetic, in cache-sized chunks; from 16 rows of VAR-d16's 4096-wide
+    hidden layer up that is about 1.2-1.7x faster than torch's CPU kernel (whose tanh is the slow part). In float32
+    the two differ by at most ~5e-7 and are equally close to a float64 reference. Anything else (autograd, CUDA,
+    half precision, fewer than 64k elements) uses F.gelu.
+    """
+    if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32
+            or x.numel() < _GELU_CHUNK // 2):  # a few rows: torch's one kernel call costs less than five
+        return F.gelu(x, approximate="tanh")
+    out = x if inplace and x.is_contiguous() else x.contiguous().clone()
+    flat = out.view(-1)
+    buf = torch.empty(min(_GELU_CHUNK, flat.numel()))
+    for s in range(0, flat.numel(), _GELU_CHUNK):
+        c = flat[s:s + _GELU_CHUNK]
+        t = buf[:c.numel()]
+        torch.mul(c, c, out=t)
+        t.mul_(0.044715 * _GELU_C).add_(_GELU_C).mul_(c)
+        c.mul_(t.sigmoid_())
+    return out
 
 
 class AdaLNSelfAttn(nn.Module):

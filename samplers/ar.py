@@ -123,7 +123,7 @@ def generate_raster(gpt, class_ids: torch.Tensor, seq_len: int, cfg_scale: float
                     generator: torch.Generator | None = None, prefix_tokens: torch.Tensor | None = None,
                     token_mask: torch.Tensor | None = None,
                     callback: Callable[[int, torch.Tensor], None] | None = None,
-                    packed_cpu: bool = True) -> torch.Tensor:
+                    packed_cpu: bool = True, keep_packed: bool = True) -> torch.Tensor:
     """Class-conditional raster-order generation -> tokens (B, seq_len) long on the model's device.
 
     gpt: a LlamaGenGPT-like model (`num_classes`, `config.vocab_size`, `new_cache(batch, max_len)`,
@@ -137,9 +137,11 @@ def generate_raster(gpt, class_ids: torch.Tensor, seq_len: int, cfg_scale: float
     callback(step, tokens[:, :step + 1]) runs after every token (raise from it to interrupt).
     packed_cpu: on a float32 CPU model, run its linear layers through pre-packed oneDNN weights
     (samplers.cpu_linear; same arithmetic up to float32 summation order, faster for few rows).
+    keep_packed: leave the packed copies on the model for the next call (memory: as much again as its linear
+    weights, kept only while that is at most a quarter of the available memory; `release_packed` frees them).
     """
     rows = class_ids.shape[0] * (2 if cfg_scale > 1.0 else 1) if class_ids.ndim == 1 else 1
-    with packed_linears(gpt, rows_hint=rows, enabled=packed_cpu):
+    with packed_linears(gpt, rows_hint=rows, enabled=packed_cpu, keep=keep_packed):
         return _generate_raster(gpt, class_ids, seq_len, cfg_scale, cfg_interval, temperature, top_k, top_p,
                                 generator, prefix_tokens, token_mask, callback)
 

@@ -102,7 +102,7 @@ def generate_var(var, vqvae, class_ids: torch.Tensor, cfg_scale: float = 1.5, to
                  prefix_tokens: Sequence[torch.Tensor] | None = None,
                  token_mask: torch.Tensor | Sequence[torch.Tensor] | None = None,
                  callback: Callable[[int, torch.Tensor], None] | None = None,
-                 packed_cpu: bool = True) -> VARResult:
+                 packed_cpu: bool = True, keep_packed: bool = True) -> VARResult:
     """Class-conditional next-scale sampling with classifier-free guidance.
 
     var: models.var.VAR; vqvae: tokenizers.var_vqvae.VARVQVAE (same codebook).
@@ -123,9 +123,12 @@ def generate_var(var, vqvae, class_ids: torch.Tensor, cfg_scale: float = 1.5, to
     callback(scale_index, f_hat): called after each scale with the running f_hat [B,Cvae,h,w] (do not modify).
     packed_cpu: on a float32 CPU model, run the transformer's linear layers through pre-packed oneDNN weights
         (samplers.cpu_linear; same arithmetic up to float32 summation order, faster for few rows).
+    keep_packed: leave the packed copies on the model for the next call (memory: as much again as its linear
+        weights, kept only while that is at most a quarter of the available memory; `release_packed` frees them).
     Returns VARResult(tokens: K maps [B,pn,pn], f_hat [B,Cvae,pn_K,pn_K]); images = vqvae.decode_fhat(f_hat).
     """
-    with packed_linears(var, rows_hint=2 * max(1, torch.as_tensor(class_ids).numel()), enabled=packed_cpu):
+    with packed_linears(var, rows_hint=2 * max(1, torch.as_tensor(class_ids).numel()), enabled=packed_cpu,
+                        keep=keep_packed):
         return _generate_var(var, vqvae, class_ids, cfg_scale, top_k, top_p, more_smooth, generator, draw,
                              prefix_tokens, token_mask, callback)
 

@@ -4,8 +4,9 @@ import torch
 from torch import nn
 
 from models.llamagen_gpt import LlamaGenGPT, LlamaGenGPTConfig
+from samplers import cpu_linear
 from samplers.ar import generate_raster
-from samplers.cpu_linear import available, packed_linears
+from samplers.cpu_linear import available, packed_linears, release_packed
 
 pytestmark = pytest.mark.skipif(not available(), reason="this torch has no oneDNN packed-linear ops")
 
@@ -87,3 +88,101 @@ def test_swiglu_siblings_run_as_one_packed_product():
         assert ffn._tn_fused.weight is not None and tuple(ffn._tn_fused.weight.shape) == (384, 64)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert "_tn_fused" not in ffn.__dict__
+
+
+def _kept(net: nn.Module) -> list:
+    return [m.__dict__.get("_tn_kept_pack") for m in net]
+
+
+@torch.no_grad()
+def test_kept_packs_are_reused_while_the_weight_is_unchanged():
+    net, x = _net(), torch.randn(3, 48)
+    ref = net(x)
+    with packed_linears(net, keep=True):
+        net(x), net(x)
+    kept = _kept(net)
+    assert kept[0] is not None and kept[2] is not None and kept[1] is None  # the GELU has no weight
+    with packed_linears(net, keep=True):
+        assert net[0]._tn_packed.weight is kept[0][1]  # packed from the first call on
+        torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-5)
+    assert _kept(net)[0][1] is kept[0][1]
+    assert "_tn_kept_pack" not in net.state_dict() and len(net.state_dict()) == 3
+    with packed_linears(net, rows_hint=16, keep=True):  # another blocking hint: repacked, not reused
+        assert net[0]._tn_packed.weight is None
+
+
+@torch.no_grad()
+def test_a_changed_weight_is_repacked_never_served_stale():
+    net, x = _net(), torch.randn(3, 48)
+    with packed_linears(net, keep=True):
+        net(x), net(x)
+    old = _kept(net)[0][1]
+    net[0].weight.mul_(2)  # in place: same storage, new version
+    ref = net(x)
+    with packed_linears(net, keep=True):
+        assert net[0]._tn_packed.weight is None and "_tn_kept_pack" not in net[0].__dict__  # the stale copy is freed
+        net(x)
+        torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-5)
+    assert _kept(net)[0][1] is not old
+    net[0].weight = nn.Parameter(torch.randn(96, 48))  # a new tensor
+    ref = net(x)
+    with packed_linears(net, keep=True):
+        net(x)
+        torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_kept_packs_are_dropped_or_not_kept_where_they_cannot_serve():
+    net, x = _net(), torch.randn(3, 48)
+    with packed_linears(net, keep=False):
+        net(x), net(x)
+    assert _kept(net) == [None, None, None]
+    with packed_linears(net, keep=True):
+        net(x), net(x)
+    assert release_packed(net) == 2 and _kept(net) == [None, None, None]
+    with packed_linears(net, keep=True):
+        net(x), net(x)
+    net.to(torch.bfloat16)
+    with packed_linears(net, keep=True):  # no longer a float32 CPU layer: the kept copies are freed
+        pass
+    assert _kept(net) == [None, None, None]
+
+
+@torch.no_grad()
+def test_packs_are_not_kept_beyond_the_memory_share(monkeypatch):
+    net, x = _net(), torch.randn(3, 48)
+    monkeypatch.setattr(cpu_linear, "available_memory", lambda: 4 * (96 * 48 + 40 * 96) * 4 - 1)  # 1 B short
+    with packed_linears(net, keep=True):
+        net(x), net(x)
+    assert _kept(net) == [None, None, None]
+    monkeypatch.setattr(cpu_linear, "available_memory", lambda: 4 * (96 * 48 + 40 * 96) * 4)
+    with packed_linears(net, keep=True):
+        net(x), net(x)
+    assert _kept(net)[0] is not None and _kept(net)[2] is not None
+
+
+def test_available_memory_reads_the_system():
+    avail = cpu_linear.available_memory()
+    assert avail is None or avail > 0
+
+
+@torch.no_grad()
+def test_fused_siblings_keep_their_pack():
+    from models.llamagen_gpt import FeedForward
+    cfg = LlamaGenGPTConfig(dim=64, n_layer=1, n_head=4, n_kv_head=4, ffn_hidden=192, vocab_size=16,
+                            num_classes=2, block_size=4)
+    torch.manual_seed(3)
+    ffn = FeedForward(cfg)
+    x = torch.randn(2, 1, 64)
+    ref = ffn(x)
+    with packed_linears(ffn, keep=True):
+        ffn(x)
+    kept = ffn.__dict__["_tn_kept_pack"][1]
+    with packed_linears(ffn, keep=True):
+        assert ffn._tn_fused.weight is kept
+        torch.testing.assert_close(ffn(x), ref, rtol=1e-5, atol=1e-5)
+    ffn.w3.weight.add_(1)
+    with packed_linears(ffn, keep=True):  # one part changed: the fused copy is stale
+        assert ffn._tn_fused.weight is None
+        expected = ffn.w2(torch.nn.functional.silu(ffn.w1(x)) * ffn.w3(x))  # the plain layers' result
+        torch.testing.assert_close(ffn(x), expected, rtol=1e-5, atol=1e-5)

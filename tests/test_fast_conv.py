@@ -50,10 +50,10 @@ def test_winograd_matches_float64_reference(batch, cin, cout, size):
 def test_route_taken_only_when_eligible(calls):
     conv = fast_conv.use_winograd(nn.Conv2d(8, 8, 3, padding=1))
     assert type(conv) is fast_conv.Conv2d
-    big, small = torch.randn(2, 8, 16, 20), torch.randn(1, 8, 15, 64)
+    big, small = torch.randn(2, 8, 24, 30), torch.randn(1, 8, 15, 64)
     with torch.no_grad():
         assert torch.allclose(conv(big), F.conv2d(big, conv.weight, conv.bias, padding=1), atol=1e-4)
-        assert calls == [(2, 8, 16, 20)]
+        assert calls == [(2, 8, 24, 30)]
         conv(small)  # below MIN_SIZE
         conv(big.double().float().to(torch.bfloat16).float())  # still float32: taken
         assert len(calls) == 2
@@ -70,6 +70,22 @@ def test_route_taken_only_when_eligible(calls):
     y.sum().backward()
     assert len(calls) == 2 and conv.weight.grad is not None
     assert fast_conv.enabled()  # exact() restored the switch
+
+
+def test_16x16_maps_take_the_route_on_one_thread_only(calls):
+    conv = fast_conv.use_winograd(nn.Conv2d(8, 8, 3, padding=1))
+    x = torch.randn(1, 8, 16, 16)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(2)  # NNPACK splits a 16x16 map poorly: oneDNN is faster there on 2 threads
+            conv(x)
+            assert calls == []
+            torch.set_num_threads(1)
+            conv(x)
+            assert calls == [(1, 8, 16, 16)]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_switch_and_environment_variable():

@@ -4,7 +4,8 @@ A VQ decoder at 256 px spends almost all its CPU time in 3x3, stride-1 convoluti
 `vae_ch160v4096z32` decoder: ~300 GFLOP per image, 92% of it in oneDNN's direct convolution, which already runs near
 this machine's float32 matrix-multiply peak). Winograd's minimal filtering (Lavin & Gray 2016, arXiv:1509.09308,
 F(6x6, 3x3) as NNPACK implements it) computes the same convolution with ~4x fewer multiplications. Measured on a
-2-core AMD EPYC, one thread: 2.5-3x faster at 64-256 px feature maps, slower below 16x16 (so those stay on oneDNN).
+2-core AMD EPYC, one thread: 2.5-3x faster at 64-256 px feature maps, slower below 16x16 (so those stay on oneDNN;
+with two threads, below 24x24).
 
 Numerics: the result is the same convolution up to float32 rounding, but Winograd rounds more: against a float64
 reference one convolution's largest error is ~1e-5 of its output range (oneDNN's: ~2e-6), and a whole random-weight
@@ -16,9 +17,9 @@ of the official code (a nearest-code choice could flip at a near-tie under diffe
 
 `Conv2d` below is a drop-in nn.Conv2d (same parameters and state-dict keys); `use_winograd(decoder)` switches the
 plain nn.Conv2d layers of a decoder to it. It takes the Winograd route only when all of these hold, and otherwise
-runs nn.Conv2d unchanged: a CPU float32 input, no autograd (training is untouched),
-a 3x3 kernel with stride 1, dilation 1, groups 1 and zero padding, feature maps at least 16x16, a torch whose
-NNPACK initialised on this CPU, and the switch on. The switch: `TN_WINOGRAD=0` in the environment, or
+runs nn.Conv2d unchanged: a CPU float32 input, no autograd (training is untouched), a 3x3 kernel with stride 1,
+dilation 1, groups 1 and zero padding, feature maps at least 16x16 (24x24 when torch runs more than one thread),
+a torch whose NNPACK initialised on this CPU, and the switch on. The switch: `TN_WINOGRAD=0` in the environment, or
 `set_enabled(False)` / `with exact():`, restores oneDNN everywhere.
 """
 from __future__ import annotations
@@ -31,6 +32,13 @@ import torch
 from torch import nn
 
 MIN_SIZE = 16  # below this feature-map side NNPACK's transforms cost more than they save (measured; see docstring)
+MIN_SIZE_THREADED = 24  # with more than one thread: NNPACK splits a 16x16 map poorly (measured, 2 threads: oneDNN
+# 0.8-0.93x NNPACK's time at 160-640 channels on 16x16, NNPACK 1.4-1.6x faster from 24x24 up)
+
+
+def min_size() -> int:
+    """The smallest feature-map side that takes the Winograd route at the current torch thread count."""
+    return MIN_SIZE if torch.get_num_threads() <= 1 else MIN_SIZE_THREADED
 _state = {"enabled": os.environ.get("TN_WINOGRAD", "1").strip().lower() not in ("0", "false", "no", "off"),
           "available": None}
 
@@ -99,7 +107,7 @@ class Conv2d(nn.Conv2d):
         return (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1)
                 and self.groups == 1 and self.padding_mode == "zeros" and isinstance(self.padding, tuple)
                 and self.padding[0] == self.padding[1] and x.dim() == 4 and x.shape[0] > 0
-                and min(x.shape[-2:]) >= MIN_SIZE and x.device.type == "cpu" and x.dtype == torch.float32
+                and min(x.shape[-2:]) >= min_size() and x.device.type == "cpu" and x.dtype == torch.float32
                 and self.weight.dtype == torch.float32
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
                 and enabled())

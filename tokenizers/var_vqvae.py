@@ -60,9 +60,10 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.nin_shortcut(x) + h
+        inplace = not torch.is_grad_enabled()  # inference: reuse the fresh norm / conv outputs (same arithmetic)
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        h = self.conv2(F.silu(self.norm2(h), inplace=inplace))
+        return h.add_(self.nin_shortcut(x)) if inplace else self.nin_shortcut(x) + h
 
 
 class AttnBlock(nn.Module):
@@ -185,7 +186,7 @@ class Decoder(nn.Module):
                     h = lvl.attn[j](h)
             if hasattr(lvl, "upsample"):
                 h = lvl.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()))
 
 
 class Phi(nn.Conv2d):
