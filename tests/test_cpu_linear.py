@@ -73,15 +73,18 @@ def test_raster_tokens_same_with_and_without_packing():
     assert (a == b).float().mean() > 0.95  # a draw may land within float rounding of a CDF boundary
 
 
-
-@torch.no_grad()
-def test_swiglu_siblings_run_as_one_packed_product():
+def _swiglu() -> tuple[nn.Module, torch.Tensor]:
+    """A small LlamaGen SwiGLU feed-forward (w1 and w3 read the same input) and an input for it."""
     from models.llamagen_gpt import FeedForward
     cfg = LlamaGenGPTConfig(dim=64, n_layer=1, n_head=4, n_kv_head=4, ffn_hidden=192, vocab_size=16,
                             num_classes=2, block_size=4)
     torch.manual_seed(3)
-    ffn = FeedForward(cfg)
-    x = torch.randn(2, 1, 64)
+    return FeedForward(cfg), torch.randn(2, 1, 64)
+
+
+@torch.no_grad()
+def test_swiglu_siblings_run_as_one_packed_product():
+    ffn, x = _swiglu()
     ref = ffn(x)
     with packed_linears(ffn):
         out = ffn(x)
@@ -168,12 +171,7 @@ def test_available_memory_reads_the_system():
 
 @torch.no_grad()
 def test_fused_siblings_keep_their_pack():
-    from models.llamagen_gpt import FeedForward
-    cfg = LlamaGenGPTConfig(dim=64, n_layer=1, n_head=4, n_kv_head=4, ffn_hidden=192, vocab_size=16,
-                            num_classes=2, block_size=4)
-    torch.manual_seed(3)
-    ffn = FeedForward(cfg)
-    x = torch.randn(2, 1, 64)
+    ffn, x = _swiglu()
     ref = ffn(x)
     with packed_linears(ffn, keep=True):
         ffn(x)
