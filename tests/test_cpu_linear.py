@@ -134,6 +134,26 @@ def test_a_changed_weight_is_repacked_never_served_stale():
         torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_models_made_under_inference_mode_pack_keep_and_notice_changes():
+    """ComfyUI runs every node, loaders included, under torch.inference_mode: such weights track no version."""
+    with torch.inference_mode():
+        net, x = _net(), torch.randn(3, 48)
+        ref = net(x)
+        with packed_linears(net, keep=True):
+            net(x), net(x)
+            assert net[0]._tn_packed.weight is not None  # packed, not silently left on the default route
+        kept = _kept(net)[0][1]
+        with packed_linears(net, keep=True):
+            assert net[0]._tn_packed.weight is kept
+            torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-5)
+        net[0].weight.mul_(2)  # untracked in-place change: the sampled values notice it
+        ref = net(x)
+        with packed_linears(net, keep=True):
+            assert net[0]._tn_packed.weight is None
+            net(x)
+            torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-5)
+
+
 @torch.no_grad()
 def test_kept_packs_are_dropped_or_not_kept_where_they_cannot_serve():
     net, x = _net(), torch.randn(3, 48)
