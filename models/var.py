@@ -99,7 +99,7 @@ def gelu_tanh(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32
             or x.numel() < _GELU_CHUNK // 2):  # a few rows: torch's one kernel call costs less than five
         return F.gelu(x, approximate="tanh")
-    out = x if inplace and x.is_contiguous() else x.contiguous().clone()
+    out = x if inplace and x.is_contiguous() else x.clone(memory_format=torch.contiguous_format)
     flat = out.view(-1)
     buf = torch.empty(min(_GELU_CHUNK, flat.numel()))
     for s in range(0, flat.numel(), _GELU_CHUNK):

@@ -309,3 +309,24 @@ def test_derived_buffers_come_from_the_config_not_the_file(case, tmp_path):
     again = VAR(var.cfg)
     again.load_state_dict(sd)
     assert torch.equal(again.attn_bias_for_masking, intact)
+
+
+def test_cpu_gelu_matches_torchs_tanh_gelu():
+    """models.var.gelu_tanh: the x * sigmoid(2u) form on float32 CPU inference equals torch's tanh-GELU to float
+    rounding, in place only when asked; small inputs and autograd go through F.gelu."""
+    from models.var import gelu_tanh
+    x = torch.randn(200, 4096) * 4  # 819k elements: the chunked route (7 chunks, the last one partial)
+    ref = F.gelu(x, approximate="tanh")
+    with torch.no_grad():
+        kept = x.clone()
+        out = gelu_tanh(x)
+        assert torch.equal(x, kept) and out.data_ptr() != x.data_ptr()
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+        assert (out - ref).abs().max() > 0  # it really took its own route (a different rounding)
+        torch.testing.assert_close(gelu_tanh(x.t()), ref.t(), rtol=0, atol=1e-6)  # non-contiguous input
+        same = gelu_tanh(x, inplace=True)
+        assert same.data_ptr() == x.data_ptr()
+        torch.testing.assert_close(x, ref, rtol=0, atol=1e-6)
+    y = torch.randn(300, 300, requires_grad=True)  # autograd: torch's own op, so gradients flow
+    gelu_tanh(y).sum().backward()
+    assert y.grad is not None

@@ -33,14 +33,14 @@ from torch import nn
 
 MIN_SIZE = 16  # below this feature-map side NNPACK's transforms cost more than they save (measured; see docstring)
 MIN_SIZE_THREADED = 24  # with more than one thread: NNPACK splits a 16x16 map poorly (measured, 2 threads: oneDNN
-# 0.8-0.93x NNPACK's time at 160-640 channels on 16x16, NNPACK 1.4-1.6x faster from 24x24 up)
+# 0.8-0.93x NNPACK's time at 160-640 channels on 16x16, NNPACK 1.4-2x faster from 24x24 up)
+_state = {"enabled": os.environ.get("TN_WINOGRAD", "1").strip().lower() not in ("0", "false", "no", "off"),
+          "available": None}
 
 
 def min_size() -> int:
     """The smallest feature-map side that takes the Winograd route at the current torch thread count."""
     return MIN_SIZE if torch.get_num_threads() <= 1 else MIN_SIZE_THREADED
-_state = {"enabled": os.environ.get("TN_WINOGRAD", "1").strip().lower() not in ("0", "false", "no", "off"),
-          "available": None}
 
 
 def available() -> bool:
