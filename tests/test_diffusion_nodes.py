@@ -120,9 +120,13 @@ def test_our_schedule_and_euler_in_core_samplers_match_core_ksampler(comfy, mode
     out = comfy.run(g, timeout=600)
     ref = latents_of(comfy, out, "s_ks")
     assert ref.shape == (2, 4, 8, 8) and ref.abs().max() > 0.1
+    # the random test model's latents reach |x| ~ 500, where float32 rounding alone (cond and uncond batched in a
+    # different order) moves the result by ~1e-4; the bound is relative to that scale (a wrong sigma, cfg or noise
+    # changes the latent by far more)
+    tol = 1e-4 + 1e-6 * ref.abs().max().item()
     for node in ["s_custom", "s_guided"] + (["s_adv"] if has_advanced else []):
         diff = (latents_of(comfy, out, node) - ref).abs().max().item()
-        assert diff < 1e-4, f"{node} differs from core KSampler by {diff}"
+        assert diff < tol, f"{node} differs from core KSampler by {diff} (tolerance {tol})"
 
 
 @pytest.mark.parametrize("model", ["demo", "official_sit"])
