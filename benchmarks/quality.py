@@ -28,6 +28,7 @@ from models.judge import GlyphJudge, judge_accuracy, kid
 from samplers.diffusion import sample_ddim, sample_ddpm, sample_flow_euler
 from samplers.guidance import guided_denoise
 from samplers.schedules import discrete_sigmas, flow_sigmas, get_sigmas
+from training.common import chroma_ratio
 
 WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 REAL_SEED = 2_000_000_011  # real reference glyphs for KID; never used in training
@@ -99,12 +100,13 @@ def load_bundled_judge(path: str = os.path.join(WEIGHTS, "tn_glyph_judge.safeten
 
 @torch.no_grad()
 def score(images: torch.Tensor, labels: torch.Tensor, judge: GlyphJudge, real: torch.Tensor) -> dict[str, object]:
-    """Judge accuracy (overall, per class) and KID vs real images, for images [N,3,32,32] with intended labels [N]."""
+    """Judge accuracy (overall, per class), KID vs real images and colour kept (chroma spread over the real images';
+    1 = as colourful as real glyphs, 0 = greyscale), for images [N,3,32,32] in [0,1] with intended labels [N]."""
     preds = judge(images).argmax(-1)
     per_class = {CLASS_NAMES[k]: round((preds[labels == k] == k).float().mean().item(), 3)
                  for k in range(len(CLASS_NAMES)) if (labels == k).any()}
     return {"judge_accuracy": judge_accuracy(judge, images, labels), "per_class": per_class,
-            "kid": kid(judge.features(images), judge.features(real))}
+            "kid": kid(judge.features(images), judge.features(real)), "chroma_ratio": chroma_ratio(images, real)}
 
 
 @torch.no_grad()
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         sampler = "flow_euler, flow_sigmas(shift=1)" if family == "sit" else \
             ("ddim eta=0" if args.dit_sampler == "ddim" else "ddpm ancestral") + ", ddpm_linear simple"
         print(f"{family}: {args.samples} samples, {sampler}, {args.steps} steps, cfg {args.cfg}: "
-              f"judge accuracy {r['judge_accuracy']:.3f}, KID {r['kid']:.5f}, {r['seconds']}s")
+              f"judge accuracy {r['judge_accuracy']:.3f}, KID {r['kid']:.5f}, "
+              f"chroma {r['chroma_ratio']:.2f}, {r['seconds']}s")
         print(f"  per class: {json.dumps(r['per_class'])}")
         results[family] = r
     return results

@@ -66,7 +66,7 @@ def eval_var(args: argparse.Namespace) -> dict[str, object]:
     real, _ = make_batch(args.samples, REAL_SEED)
     r = {**score(images, labels, judge, real), "seconds": round(seconds, 1), "settings": settings}
     print(f"var: {args.samples} samples, {json.dumps(settings)}: judge accuracy {r['judge_accuracy']:.3f}, "
-          f"KID {r['kid']:.5f}, {r['seconds']}s ({args.samples / seconds:.1f} samples/s)")
+          f"KID {r['kid']:.5f}, chroma {r['chroma_ratio']:.2f}, {r['seconds']}s ({args.samples / seconds:.1f} samples/s)")
     print(f"  per class: {json.dumps(r['per_class'])}")
     if args.grid:
         from PIL import Image
@@ -118,7 +118,7 @@ def eval_llamagen(args: argparse.Namespace) -> dict[str, object]:
     real, _ = make_batch(args.samples, REAL_SEED)
     r = {**score(images, labels, judge, real), "seconds": round(seconds, 1), "settings": settings}
     print(f"llamagen: {args.samples} samples, {json.dumps(settings)}: judge accuracy {r['judge_accuracy']:.3f}, "
-          f"KID {r['kid']:.5f}, {r['seconds']}s ({args.samples / seconds:.1f} samples/s)")
+          f"KID {r['kid']:.5f}, chroma {r['chroma_ratio']:.2f}, {r['seconds']}s ({args.samples / seconds:.1f} samples/s)")
     print(f"  per class: {json.dumps(r['per_class'])}")
     if args.grid:
         from PIL import Image

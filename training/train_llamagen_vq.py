@@ -10,9 +10,10 @@ with the straight-through estimator. No GAN or perceptual loss: the judge is the
 The first 25% of steps bypass the quantizer (a plain autoencoder), then spherical k-means on encoder outputs seeds the
 codebook; codes unused for a whole window are re-initialised from current encoder outputs (dead-code restart).
 Known limit at this budget: the codes carry luminance and shape but little hue, so decodes are nearly grey (the
-pooled-colour term and the warm-up were meant to fix that and do not; a 256-entry codebook was chosen over 512 because
-its tokens are easier for the small GPT to model). Use --threads 1 on an oversubscribed machine (two spinning OpenMP
-threads there ran ~5x slower).
+pooled-colour term, the warm-up, base width 64, 32-dim codes and the chroma term were meant to fix that and do not:
+hue survives the warm-up and fades once the quantizer is on; see the README; a 256-entry codebook was chosen over 512
+because its tokens are easier for the small GPT to model). Use --threads 1 on an oversubscribed machine (two
+spinning OpenMP threads there ran ~5x slower).
 """
 from __future__ import annotations
 
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "num_classes": str(len(CLASS_NAMES)), "image_size": str(IMAGE_SIZE), "downsample": str(vq.downsample),
             "codebook_size": str(args.codebook_size), "train_steps": str(done),
             "train_seconds": f"{train_seconds:.0f}", "heldout_psnr": f"{metrics['psnr']:.2f}",
-            "codes_used": str(metrics["codes_used"])}
+            "codes_used": str(metrics["codes_used"]), "chroma_ratio": f"{metrics['chroma_ratio']:.3f}",
+            "train_args": json.dumps({k: v for k, v in vars(args).items() if k not in ("smoke", "out")})}
     if judge is not None:
         meta["judge_accuracy_recon"] = f"{metrics['judge_acc_recon']:.4f}"
     size = save_fp16(vq, args.out, meta)
