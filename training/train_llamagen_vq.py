@@ -1,19 +1,19 @@
-"""Train the demo LlamaGen VQ tokenizer: 32x32 glyphs <-> 8x8 grids of tokens from a 256 x 8 L2-normalised codebook.
+"""Train the demo LlamaGen VQ tokenizer: 32x32 glyphs <-> 8x8 grids of tokens from a 2048 x 8 L2-normalised codebook.
 
-python -m training.train_llamagen_vq [--steps 1800] [--max-minutes 40] [--threads 2]
+python -m training.train_llamagen_vq [--steps 1000] [--max-minutes 15] [--threads 2]
     [--out weights/tn_glyph_vq.safetensors]
-The network is LlamaGen's VQModel (Sun et al. 2024, arXiv:2406.06525, §2.2) at toy size: ch 32, ch_mult (1,1,2),
+The network is LlamaGen's VQModel (Sun et al. 2024, arXiv:2406.06525, §2.2) at toy size: ch 64, ch_mult (1,1,1),
 one res block per level, z_channels 64, so `LlamaGenVQ.from_state_dict` loads the file strictly. Loss: L1 + MSE on
-pixels in [-1,1], MSE of 4x4 averages, and the VQ-VAE codebook and commitment terms (van den Oord et al. 2017,
-arXiv:1711.00937, eq. 3; beta 0.25 as LlamaGen) on L2-normalised latents and codes (Yu et al. 2022, ViT-VQGAN §3.2),
-with the straight-through estimator. No GAN or perceptual loss: the judge is the metric, so it is kept out of the loss.
-The first 25% of steps bypass the quantizer (a plain autoencoder), then spherical k-means on encoder outputs seeds the
-codebook; codes unused for a whole window are re-initialised from current encoder outputs (dead-code restart).
-Known limit at this budget: the codes carry luminance and shape but little hue, so decodes are nearly grey (the
-pooled-colour term, the warm-up, base width 64, 32-dim codes and the chroma term were meant to fix that and do not:
-hue survives the warm-up and fades once the quantizer is on; see the README; a 256-entry codebook was chosen over 512
-because its tokens are easier for the small GPT to model). Use --threads 1 on an oversubscribed machine (two
-spinning OpenMP threads there ran ~5x slower).
+pixels in [-1,1], MSE of 4x4 averages, an MSE on chroma (pixels minus their R,G,B mean, weight 4), and the VQ-VAE
+codebook and commitment terms (van den Oord et al. 2017, arXiv:1711.00937, eq. 3; beta 0.25 as LlamaGen) on
+L2-normalised latents and codes (Yu et al. 2022, ViT-VQGAN §3.2), with the straight-through estimator. No GAN or
+perceptual loss: the judge is the metric, so it is kept out of the loss. The first 25% of steps bypass the quantizer
+(a plain autoencoder), then spherical k-means on encoder outputs seeds the codebook; codes unused for a whole window
+are re-initialised from current encoder outputs (dead-code restart).
+Hue: at base width 32 (every GroupNorm channel normalised on its own) or with 256-1024 codes the codes carry shape and
+lightness but little hue and decodes come out near grey; width 64, the chroma term and 2048 codes together keep it
+(4096 keep it too, but the small GPT models them worse; see the README). Use --threads 1 on an oversubscribed
+machine (two spinning OpenMP threads there ran ~5x slower).
 """
 from __future__ import annotations
 
@@ -33,9 +33,11 @@ from training.common import HELDOUT_SEED, Clock, chroma, chroma_ratio, lr_at, sa
 TRAIN_SEED0 = 30_000_000  # training batch i is make_batch(batch, TRAIN_SEED0 + i)
 
 
-def demo_vq_config(codebook_size: int = 256, codebook_embed_dim: int = 8, ch: int = 32) -> LlamaGenVQConfig:
-    """The bundled tokenizer's architecture: 32x32 -> 8x8 (downsample 4), ~0.86M parameters at ch 32."""
-    return LlamaGenVQConfig(ch=ch, encoder_ch_mult=(1, 1, 2), decoder_ch_mult=(1, 1, 2), num_res_blocks=1,
+def demo_vq_config(codebook_size: int = 2048, codebook_embed_dim: int = 8, ch: int = 64,
+                   ch_mult: tuple[int, ...] = (1, 1, 1)) -> LlamaGenVQConfig:
+    """The bundled tokenizer's architecture (these defaults): 32x32 -> 8x8 (downsample 4 with three levels), ch 64,
+    ch_mult (1, 1, 1); the earlier file used ch 32, ch_mult (1, 1, 2) and 256 codes."""
+    return LlamaGenVQConfig(ch=ch, encoder_ch_mult=ch_mult, decoder_ch_mult=ch_mult, num_res_blocks=1,
                             z_channels=64, codebook_size=codebook_size, codebook_embed_dim=codebook_embed_dim,
                             codebook_show_usage=False)
 
@@ -85,7 +87,12 @@ def kmeans_codebook(vq: LlamaGenVQ, latents: torch.Tensor, opt: torch.optim.Opti
     """Spherical k-means of latents (N, C) (unit norm) into the codebook; empty clusters take random latents."""
     w = vq.quantize.embedding.weight
     k = w.shape[0]
-    centers = latents[torch.randperm(latents.shape[0], generator=g)[:k]].clone()
+    n = latents.shape[0]
+    if n >= k:
+        centers = latents[torch.randperm(n, generator=g)[:k]].clone()
+    else:  # fewer latents than codes (smoke runs): repeat them, jittered
+        pick = torch.randint(0, n, (k,), generator=g)
+        centers = F.normalize(latents[pick] + 0.01 * torch.randn(k, latents.shape[1], generator=g), dim=-1)
     for _ in range(iters):
         assign = (latents @ centers.t()).argmax(1)  # nearest on the sphere = largest dot product
         sums = torch.zeros_like(centers).index_add_(0, assign, latents)
@@ -112,22 +119,25 @@ def evaluate(vq: LlamaGenVQ, x: torch.Tensor, y: torch.Tensor, judge: GlyphJudge
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=1800)
-    p.add_argument("--max-minutes", type=float, default=40.0,
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--max-minutes", type=float, default=15.0,
                    help="wall-time cap; the LR schedule follows max(step/steps, time/cap), so it always finishes")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--beta", type=float, default=0.25, help="commitment weight")
     p.add_argument("--colour-weight", type=float, default=1.0,
                    help="weight of an extra MSE on 4x4-pooled pixels (low frequencies, colour)")
-    p.add_argument("--chroma-weight", type=float, default=0.0,
+    p.add_argument("--chroma-weight", type=float, default=4.0,
                    help="weight of an extra MSE on chroma (pixels minus their R,G,B mean); 0 = off")
     p.add_argument("--ae-warmup", type=float, default=0.25,
                    help="fraction of training with the quantizer bypassed; then k-means initialises the codebook")
-    p.add_argument("--kmeans-images", type=int, default=256, help="glyphs whose latents seed the k-means")
-    p.add_argument("--codebook-size", type=int, default=256)
-    p.add_argument("--ch", type=int, default=32, help="base channels (a multiple of 32: GroupNorm has 32 groups)")
+    p.add_argument("--kmeans-images", type=int, default=1024, help="glyphs whose latents seed the k-means")
+    p.add_argument("--codebook-size", type=int, default=2048)
+    p.add_argument("--ch", type=int, default=64,
+                   help="base channels, a multiple of 32 (GroupNorm has 32 groups; at 32 every channel is normalised "
+                        "on its own and the images' hue is lost)")
     p.add_argument("--embed-dim", type=int, default=8, help="codebook vector size (LlamaGen: 8)")
+    p.add_argument("--ch-mult", default="1,1,1", help="channel multipliers of the three levels")
     p.add_argument("--restart-every", type=int, default=50, help="dead-code window (steps); 0 = never")
     p.add_argument("--heldout", type=int, default=1000)
     p.add_argument("--judge", default="weights/tn_glyph_judge.safetensors", help="for reporting only")
@@ -140,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    vq = LlamaGenVQ(demo_vq_config(args.codebook_size, args.embed_dim, ch=args.ch)).train()
+    vq = LlamaGenVQ(demo_vq_config(args.codebook_size, args.embed_dim, ch=args.ch,
+                                    ch_mult=tuple(int(c) for c in args.ch_mult.split(",")))).train()
     with torch.no_grad():  # unit-norm random codes; dead-code restarts move them onto the data
         w = vq.quantize.embedding.weight
         w.copy_(F.normalize(torch.randn(w.shape, generator=g), dim=-1))
