@@ -21,6 +21,11 @@ def save_fp16(model_or_sd: torch.nn.Module | dict[str, torch.Tensor], path: str,
     return os.path.getsize(path)
 
 
+def args_json(args, drop: tuple[str, ...] = ("smoke", "out")) -> str:
+    """A trainer's parsed arguments as JSON for the file's metadata (`train_args`), less run-only ones."""
+    return json.dumps({k: v for k, v in vars(args).items() if k not in drop})
+
+
 def load_init(model: torch.nn.Module, path: str) -> tuple[int, float, str]:
     """Continue training from a saved checkpoint of the same architecture (fp16 -> the model's dtype, strict keys).
 

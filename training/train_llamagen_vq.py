@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from demo.glyphs import CLASS_NAMES, IMAGE_SIZE, make_batch
 from models.judge import GlyphJudge, judge_accuracy
 from tokenizers.llamagen_vq import LlamaGenVQ, LlamaGenVQConfig
-from training.common import HELDOUT_SEED, Clock, chroma, chroma_ratio, lr_at, save_fp16
+from training.common import HELDOUT_SEED, Clock, args_json, chroma, chroma_ratio, lr_at, save_fp16
 
 TRAIN_SEED0 = 30_000_000  # training batch i is make_batch(batch, TRAIN_SEED0 + i)
 
@@ -61,6 +61,12 @@ def quantize_st(vq: LlamaGenVQ, images: torch.Tensor, beta: float = 0.25, quanti
     return rec, loss, idx, z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
 
 
+def jittered_latents(latents: torch.Tensor, count: int, g: torch.Generator) -> torch.Tensor:
+    """count random rows of latents (N, C), drawn with replacement, plus small noise, back on the unit sphere."""
+    pick = torch.randint(0, latents.shape[0], (count,), generator=g)
+    return F.normalize(latents[pick] + 0.01 * torch.randn(count, latents.shape[1], generator=g), dim=-1)
+
+
 @torch.no_grad()
 def restart_dead_codes(vq: LlamaGenVQ, counts: torch.Tensor, latents: torch.Tensor, opt: torch.optim.Optimizer,
                        g: torch.Generator) -> int:
@@ -72,8 +78,7 @@ def restart_dead_codes(vq: LlamaGenVQ, counts: torch.Tensor, latents: torch.Tens
     if dead.numel() == 0:
         return 0
     w = vq.quantize.embedding.weight
-    pick = torch.randint(0, latents.shape[0], (dead.numel(),), generator=g)
-    w[dead] = F.normalize(latents[pick] + 0.01 * torch.randn(dead.numel(), w.shape[1], generator=g), dim=-1)
+    w[dead] = jittered_latents(latents, dead.numel(), g)
     state = opt.state.get(w, {})
     for key in ("exp_avg", "exp_avg_sq"):
         if key in state:
@@ -91,8 +96,7 @@ def kmeans_codebook(vq: LlamaGenVQ, latents: torch.Tensor, opt: torch.optim.Opti
     if n >= k:
         centers = latents[torch.randperm(n, generator=g)[:k]].clone()
     else:  # fewer latents than codes (smoke runs): repeat them, jittered
-        pick = torch.randint(0, n, (k,), generator=g)
-        centers = F.normalize(latents[pick] + 0.01 * torch.randn(k, latents.shape[1], generator=g), dim=-1)
+        centers = jittered_latents(latents, k, g)
     for _ in range(iters):
         assign = (latents @ centers.t()).argmax(1)  # nearest on the sphere = largest dot product
         sums = torch.zeros_like(centers).index_add_(0, assign, latents)
@@ -216,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "codebook_size": str(args.codebook_size), "train_steps": str(done),
             "train_seconds": f"{train_seconds:.0f}", "heldout_psnr": f"{metrics['psnr']:.2f}",
             "codes_used": str(metrics["codes_used"]), "chroma_ratio": f"{metrics['chroma_ratio']:.3f}",
-            "train_args": json.dumps({k: v for k, v in vars(args).items() if k not in ("smoke", "out")})}
+            "train_args": args_json(args)}
     if judge is not None:
         meta["judge_accuracy_recon"] = f"{metrics['judge_acc_recon']:.4f}"
     size = save_fp16(vq, args.out, meta)

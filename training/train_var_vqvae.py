@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from demo.glyphs import CLASS_NAMES, IMAGE_SIZE, make_batch
 from models.judge import GlyphJudge, judge_accuracy
 from tokenizers.var_vqvae import VARVQVAE, VQVAEConfig
-from training.common import HELDOUT_SEED, Clock, chroma, chroma_ratio, lr_at, save_fp16
+from training.common import HELDOUT_SEED, Clock, args_json, chroma, chroma_ratio, lr_at, save_fp16
 
 PATCH_NUMS = (1, 2, 3, 4, 6, 8)
 TRAIN_SEED = 30_000_000
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "heldout_psnr": f"{metrics['psnr']:.2f}", "codes_used": f"{metrics['codes_used']:.3f}",
             "chroma_ratio": f"{metrics['chroma_ratio']:.3f}",
             "train_steps": str(step + 1), "train_seconds": f"{clock():.0f}",
-            "train_args": json.dumps({k: v for k, v in vars(args).items() if k not in ("smoke", "out")})}
+            "train_args": args_json(args)}
     if judge is not None:
         meta["judge_accuracy_recon"] = f"{metrics['judge_acc_recon']:.4f}"
     sd = {k: v for k, v in vq.state_dict().items()}
