@@ -4,60 +4,33 @@ Types: TN_VQ (a tokenizer), TN_AR_MODEL (a transformer), TN_TOKENS (token ids; a
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
 import torch
-import torch.nn.functional as F
 
 import comfy.model_management
 import comfy.model_patcher
 
-from ..models.checkpoint import CheckpointError, load_state_dict
-from ..models.llamagen_gpt import LlamaGenGPT
-from ..models.var import VAR
+from ..models.checkpoint import CheckpointError
+from ..models.families import FAMILIES, load_tokenizer, load_transformer
 from ..report.stats import RunStats, Stopwatch, count_forward
 from ..samplers.ar import generate_raster
+from ..samplers.masks import raster_keep, var_keep
 from ..samplers.var import generate_var
-from ..tokenizers.llamagen_vq import LlamaGenVQ
-from ..tokenizers.var_vqvae import VARVQVAE, default_patch_nums
-from .common import CATEGORY, DTYPES, NodeInputError, Progress, choices, pick_dtype, resolve
+from ..tokenizers.preview import llamagen_rgb_projection, raster_preview, var_rgb_projection
+from .common import CATEGORY, DTYPES, HIDDEN_GRAPH, NodeInputError, Progress, choices, output_used, pick_dtype, resolve
 
 CAT = f"{CATEGORY}/autoregressive"
-FAMILIES = {"llamagen": "LlamaGen (raster)", "var": "VAR (scale-wise)"}
 
 
-def _family(sd: dict, kind: str) -> str | None:
-    """Which published family a state dict belongs to, from its keys."""
-    if kind == "vq":
-        if "quantize.embedding.weight" in sd and "encoder.conv_in.weight" in sd:
-            return "var" if any(k.startswith("quantize.quant_resi") for k in sd) else "llamagen"
-    else:
-        if "tok_embeddings.weight" in sd and "layers.0.attention.wqkv.weight" in sd:
-            return "llamagen"
-        if "class_emb.weight" in sd and "blocks.0.attn.mat_qkv.weight" in sd:
-            return "var"
-    return None
-
-
-def _load(node, input_name, path, kind):
-    """state dict + metadata + family, or a NodeInputError that says what the file is instead."""
+def _load(node, input_name, name, kind):
+    """models.families' Loaded for a listed file, or a NodeInputError that says what the file is instead."""
+    path = resolve(node, input_name, name, kind, kind)
     try:
-        # LlamaGen's sample_c2i.py loads both the tokenizer and the GPT from "model", even when "ema" is also present.
-        sd, meta = load_state_dict(path, allow_globals=[argparse.Namespace], prefer=("model",))
+        return (load_tokenizer if kind == "vq" else load_transformer)(path)
     except CheckpointError as e:
         raise NodeInputError(node, input_name, str(e)) from None
-    fam = _family(sd, kind)
-    if fam is None:
-        other = "vq" if kind == "ar" else "ar"
-        hint = (f"it looks like a {'tokenizer' if other == 'vq' else 'transformer'}: load it with "
-                f"{'TN VQ Loader' if other == 'vq' else 'TN AR Model Loader'}") if _family(sd, other) else \
-            ("it looks like a DiT/SiT denoiser: load it with TN Denoiser Loader" if "x_embedder.proj.weight" in sd else "unknown layout")
-        want = "a LlamaGen VQ (vq_ds16_c2i.pt) or VAR VQ-VAE (vae_ch160v4096z32.pth)" if kind == "vq" else \
-            "a LlamaGen c2i GPT (c2i_*.pt) or VAR transformer (var_d*.pth)"
-        raise NodeInputError(node, input_name, f"{os.path.basename(path)} is not {want}: {hint}")
-    return sd, meta, fam
 
 
 class _Loaded:
@@ -78,6 +51,10 @@ class _Loaded:
 
 
 class TNVQ(_Loaded):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._rgb = {}  # preview projections, fitted on first use (tokenizers.preview)
+
     @property
     def codebook_size(self) -> int:
         return self.net.codebook_size if self.family == "llamagen" else self.net.vocab_size
@@ -86,6 +63,15 @@ class TNVQ(_Loaded):
         if given is None and "patch_nums" in self.meta:
             given = json.loads(self.meta["patch_nums"])
         return self.net.resolve_patch_nums(image_size, given)
+
+    def rgb_projection(self, grid):
+        """The cheap preview map for a token grid (LlamaGen: its side; VAR: its patch_nums), fitted once."""
+        key = tuple(grid) if isinstance(grid, (list, tuple)) else grid
+        if key not in self._rgb:
+            self.ready()
+            fit = llamagen_rgb_projection if self.family == "llamagen" else var_rgb_projection
+            self._rgb[key] = fit(self.net, grid)
+        return self._rgb[key]
 
     def encode(self, images: torch.Tensor, patch_nums=None) -> dict:
         """IMAGE [B,H,W,3] in 0..1 -> TN_TOKENS (VAR: patch_nums from the argument, the file, or 256/512 defaults)."""
@@ -98,7 +84,10 @@ class TNVQ(_Loaded):
             return tokens_dict("var", [m.cpu() for m in self.net.encode(x, pns)], self)
 
     def decode(self, tokens: dict) -> torch.Tensor:
-        """TN_TOKENS -> IMAGE [B,H,W,3] in 0..1."""
+        """TN_TOKENS -> IMAGE [B,H,W,3] in 0..1; tokens a decoder already decoded with this tokenizer are not
+        decoded again."""
+        if tokens.get("image") is not None and tokens.get("decoded_by") is self.net:
+            return tokens["image"]
         device = self.ready()
         with torch.no_grad():
             if tokens.get("f_hat") is not None:  # VAR with more_smooth: the image is the soft mix, not the ids
@@ -129,6 +118,12 @@ class TNARModel(_Loaded):
 def tokens_dict(family: str, tokens, vq: TNVQ, f_hat=None) -> dict:
     """TN_TOKENS: {"family", "tokens": [B,h,w] (llamagen) or K maps [B,pn,pn] (var), "f_hat", "codebook_size", "vq"}."""
     return {"family": family, "tokens": tokens, "f_hat": f_hat, "codebook_size": vq.codebook_size, "vq": vq.name}
+
+
+def _final_image(result: dict, vq: TNVQ, decoded=None) -> dict:
+    """Attach the decoded image to a decoder's tokens, so TN VQ Decode with the same tokenizer does not decode again."""
+    image = vq.decode(result) if decoded is None else decoded
+    return {**result, "image": image, "decoded_by": vq.net}
 
 
 STATS_TOOLTIP = ("Measured run statistics (network evaluations, sequential passes, tokens, wall time, classes) for "
@@ -162,14 +157,9 @@ class TN_VQLoader:
                              "weight_dtype": _dtype_input()}}
 
     def load(self, vq_name, weight_dtype):
-        path = resolve("TN_VQLoader", "vq_name", vq_name, "vq", "vq")
-        sd, meta, fam = _load("TN_VQLoader", "vq_name", path, "vq")
-        try:
-            net = (LlamaGenVQ if fam == "llamagen" else VARVQVAE).from_state_dict(sd)
-        except (ValueError, RuntimeError) as e:
-            raise NodeInputError("TN_VQLoader", "vq_name", f"{vq_name}: {e}") from None
+        net, family, meta = _load("TN_VQLoader", "vq_name", vq_name, "vq")
         dtype = torch.float32 if weight_dtype == "auto" else DTYPES[weight_dtype]  # exact codes unless asked otherwise
-        return (TNVQ(net.to(dtype).eval().requires_grad_(False), fam, vq_name, meta),)
+        return (TNVQ(net.to(dtype), family, vq_name, meta),)
 
 
 class TN_ARModelLoader:
@@ -188,19 +178,9 @@ class TN_ARModelLoader:
                              "weight_dtype": _dtype_input()}}
 
     def load(self, model_name, weight_dtype):
-        path = resolve("TN_ARModelLoader", "model_name", model_name, "ar", "ar")
-        sd, meta, fam = _load("TN_ARModelLoader", "model_name", path, "ar")
-        try:
-            if fam == "llamagen":
-                overrides = {k: int(meta[m]) for k, m in (("n_head", "n_head"), ("block_size", "block_size")) if m in meta}
-                args = json.loads(meta["training_args"]) if "training_args" in meta else None
-                net = LlamaGenGPT.from_state_dict(sd, args=args, **overrides)
-            else:
-                net = VAR.from_state_dict(sd)
-        except (ValueError, RuntimeError) as e:
-            raise NodeInputError("TN_ARModelLoader", "model_name", f"{model_name}: {e}") from None
+        net, family, meta = _load("TN_ARModelLoader", "model_name", model_name, "ar")
         dtype = pick_dtype(weight_dtype, comfy.model_management.get_torch_device())
-        return (TNARModel(net.to(dtype).eval().requires_grad_(False), fam, model_name, meta),)
+        return (TNARModel(net.to(dtype), family, model_name, meta),)
 
 
 class TN_VQEncode:
@@ -300,23 +280,23 @@ def _class_ids(node, model, class_index, batch_size, class_indices="", class_lab
     return torch.tensor([n if i == -1 else i for i in (ids * batch_size)[:batch_size]], dtype=torch.long)
 
 
-def _keep_mask(node, mask, size_hw, batch, image_size):
-    """ComfyUI MASK (1 = regenerate) at image resolution -> keep mask [B,h,w] bool on the token grid."""
-    m = mask if mask.ndim == 3 else mask.unsqueeze(0)
-    if m.ndim != 3 or tuple(m.shape[1:]) != (image_size, image_size):
-        raise NodeInputError(node, "mask", f"has size {'x'.join(str(v) for v in m.shape[1:][::-1])} but the tokens are "
-                             f"of {image_size}x{image_size} images; expected a {image_size}x{image_size} mask (1 = regenerate)")
-    if m.shape[0] not in (1, batch):
-        raise NodeInputError(node, "mask", f"has {m.shape[0]} masks for a batch of {batch}; expected 1 or {batch}")
-    return m.float(), F.adaptive_avg_pool2d(m.float().unsqueeze(1), size_hw)[:, 0].lt(0.5).expand(batch, *size_hw)
-
-
 def _expand(t: torch.Tensor, batch: int, node: str, input_name: str) -> torch.Tensor:
     if t.shape[0] == batch:
         return t
     if t.shape[0] == 1:
         return t.expand(batch, *t.shape[1:]).contiguous()
     raise NodeInputError(node, input_name, f"holds {t.shape[0]} images for a batch of {batch}; expected 1 or {batch}")
+
+
+def _mask(node, fn, mask, *args):
+    try:
+        return fn(mask, *args)
+    except ValueError as e:
+        raise NodeInputError(node, "mask", str(e)) from None
+
+
+# What an unconnected `intermediates` output holds: nothing reads it, so the image is not decoded for it.
+UNUSED = torch.zeros(1, 1, 1, 3)
 
 
 class TN_ARTokenDecoder:
@@ -351,10 +331,11 @@ class TN_ARTokenDecoder:
             "tokens": ("TN_TOKENS", {"tooltip": "Tokens of an encoded image to keep (TN VQ Encode)."}),
             "mask": ("MASK", {"tooltip": "With tokens: 1 = regenerate, 0 = keep (image resolution). Without a mask all given tokens are a prefix."}),
             "return_intermediates": ("BOOLEAN", {"default": False, "tooltip": "Return ~16 partial images as the intermediates batch."}),
-        }}
+        }, "hidden": HIDDEN_GRAPH}
 
-    def decode(self, model, vq, class_index, cfg, temperature, top_k, top_p, seed, batch_size,
-               class_indices="", cfg_interval=-1, tokens=None, mask=None, return_intermediates=False, class_label=None):
+    def decode(self, model, vq, class_index, cfg, temperature, top_k, top_p, seed, batch_size, class_indices="",
+               cfg_interval=-1, tokens=None, mask=None, return_intermediates=False, class_label=None, prompt=None,
+               unique_id=None):
         node = "TN_ARTokenDecoder"
         _check_pair(node, model, vq, "llamagen")
         class_ids = _class_ids(node, model, class_index, batch_size, class_indices, class_label)
@@ -368,31 +349,29 @@ class TN_ARTokenDecoder:
                 raise NodeInputError(node, "tokens", f"token grid {tuple(t.shape[1:])} does not match the model's {grid}x{grid}")
             prefix = _expand(t, batch_size, node, "tokens").reshape(batch_size, seq_len)
             if mask is not None:
-                keep = _keep_mask(node, mask, (grid, grid), batch_size, grid * vq.net.downsample)[1].reshape(batch_size, seq_len)
+                keep = _mask(node, raster_keep, mask, grid, batch_size, grid * vq.net.downsample)
         elif mask is not None:
             raise NodeInputError(node, "mask", "a mask needs tokens to keep: connect TN VQ Encode to 'tokens'")
         device = model.ready()
         vq.ready()
         progress = Progress(seq_len)
+        proj = vq.rgb_projection(grid) if progress.previews and not return_intermediates else None
         every = max(1, seq_len // 16)
         shots = []
 
-        def preview(done: torch.Tensor) -> torch.Tensor:
-            n = done.shape[1]
-            full = torch.zeros(done.shape[0], seq_len, dtype=torch.long, device=done.device)
-            full[:, :n] = done
-            img = vq.decode(tokens_dict("llamagen", full.reshape(-1, grid, grid), vq))
-            img[:, -(-n // grid) * (img.shape[1] // grid):] = 0.5  # grey out the rows not generated yet
-            return img
-
         def callback(step, done):
-            if (step + 1) % every == 0 or step + 1 == seq_len:
-                img = preview(done[:1] if not return_intermediates else done)
-                if return_intermediates:
-                    shots.append(img)
-                progress.update(step + 1, img)
+            n = step + 1
+            if n % every and n != seq_len:
+                progress.update(n)
+            elif return_intermediates:  # full decodes of the partial images, unfilled rows grey; shown as previews too
+                full = torch.zeros(batch_size, seq_len, dtype=torch.long, device=done.device)
+                full[:, :n] = done
+                img = vq.decode(tokens_dict("llamagen", full.reshape(-1, grid, grid), vq))
+                img[:, -(-n // grid) * (img.shape[1] // grid):] = 0.5
+                shots.append(img)
+                progress.update(n, lambda: img[:1])
             else:
-                progress.update(step + 1)
+                progress.update(n, lambda: raster_preview(vq.net, proj, done[:1], grid))
 
         gen = torch.Generator().manual_seed(seed)
         try:
@@ -404,7 +383,11 @@ class TN_ARTokenDecoder:
         except ValueError as e:
             raise NodeInputError(node, "class_index" if "class" in str(e) else "tokens", str(e)) from None
         result = tokens_dict("llamagen", out.reshape(batch_size, grid, grid).cpu(), vq)
-        images = torch.cat(shots) if shots else vq.decode(result)
+        if return_intermediates:  # the last snapshot is the finished image
+            result = _final_image(result, vq, shots[-1])
+        elif output_used(prompt, unique_id, 1):
+            result = _final_image(result, vq)
+        images = torch.cat(shots) if shots else result.get("image", UNUSED)
         kept = int(keep[0].sum()) if keep is not None else prefix.shape[1] if prefix is not None else 0
         label = f"raster AR ({model.name.removesuffix('.safetensors')}), cfg {cfg:g}" + (", completion" if tokens is not None else "")
         stats = _ar_stats(label, "autoregressive (raster)", model, class_ids, calls, clock.seconds, seq_len - kept, "tokens",
@@ -443,10 +426,10 @@ class TN_VARScaleDecoder:
             "tokens": ("TN_TOKENS", {"tooltip": "Multi-scale tokens of an encoded image to keep (TN VQ Encode with the same VQ-VAE)."}),
             "mask": ("MASK", {"tooltip": "With tokens: 1 = regenerate, 0 = keep (image resolution). Without a mask every scale given is kept."}),
             "return_intermediates": ("BOOLEAN", {"default": False, "tooltip": "Return the image after each scale as the intermediates batch."}),
-        }}
+        }, "hidden": HIDDEN_GRAPH}
 
-    def decode(self, model, vq, class_index, cfg, top_k, top_p, more_smooth, seed, batch_size,
-               class_indices="", tokens=None, mask=None, return_intermediates=False, class_label=None):
+    def decode(self, model, vq, class_index, cfg, top_k, top_p, more_smooth, seed, batch_size, class_indices="",
+               tokens=None, mask=None, return_intermediates=False, class_label=None, prompt=None, unique_id=None):
         node = "TN_VARScaleDecoder"
         _check_pair(node, model, vq, "var")
         class_ids = _class_ids(node, model, class_index, batch_size, class_indices, class_label)
@@ -459,22 +442,23 @@ class TN_VARScaleDecoder:
                 raise NodeInputError(node, "tokens", f"scales {[m.shape[-1] for m in maps]} do not match the model's patch_nums {list(pns)}")
             prefix = [_expand(m, batch_size, node, "tokens") for m in maps]
             if mask is not None:
-                keep = 1.0 - _keep_mask(node, mask, (pns[-1], pns[-1]), batch_size, pns[-1] * vq.net.downsample)[0]
-                keep = keep.expand(batch_size, -1, -1) if keep.shape[0] == 1 else keep
+                keep = _mask(node, var_keep, mask, batch_size, pns[-1] * vq.net.downsample)
         elif mask is not None:
             raise NodeInputError(node, "mask", "a mask needs tokens to keep: connect TN VQ Encode to 'tokens'")
         device = model.ready()
         vq.ready()
         progress = Progress(len(pns))
+        proj = vq.rgb_projection(pns) if progress.previews and not return_intermediates else None
         shots = []
 
         def callback(si, f_hat):
-            f_hat = f_hat if return_intermediates else f_hat[:1]  # the preview shows the first image only
-            with torch.no_grad():
-                img = ((vq.net.decode_fhat(f_hat.to(vq.dtype)).float() + 1) / 2).clamp(0, 1).movedim(1, -1).cpu()
-            if return_intermediates:
+            if return_intermediates:  # the image after each scale, decoded in full; shown as previews too
+                with torch.no_grad():
+                    img = ((vq.net.decode_fhat(f_hat.to(vq.dtype)).float() + 1) / 2).clamp(0, 1).movedim(1, -1).cpu()
                 shots.append(img)
-            progress.update(si + 1, img)
+                progress.update(si + 1, lambda: img[:1])
+            else:
+                progress.update(si + 1, lambda: proj(f_hat[:1]))
 
         gen = torch.Generator().manual_seed(seed)
         try:
@@ -486,7 +470,11 @@ class TN_VARScaleDecoder:
         except ValueError as e:
             raise NodeInputError(node, "class_index" if "class" in str(e) else "tokens", str(e)) from None
         result = tokens_dict("var", [t.cpu() for t in res.tokens], vq, f_hat=res.f_hat.cpu() if more_smooth else None)
-        images = torch.cat(shots) if shots else vq.decode(result)
+        if return_intermediates and more_smooth:  # the last snapshot decodes the same f_hat TN VQ Decode would
+            result = _final_image(result, vq, shots[-1])
+        elif not return_intermediates and output_used(prompt, unique_id, 1):
+            result = _final_image(result, vq)
+        images = torch.cat(shots) if shots else result.get("image", UNUSED)
         label = f"VAR ({model.name.removesuffix('.safetensors')}), cfg {cfg:g}" + (", inpainting" if tokens is not None else "")
         stats = _ar_stats(label, "autoregressive (scale-wise)", model, class_ids, calls, clock.seconds, len(pns), "scales",
                           sum(p * p for p in pns), {"cfg": cfg, "top_k": top_k, "top_p": top_p, "more_smooth": more_smooth})

@@ -76,26 +76,52 @@ def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float16
 
 
+HIDDEN_GRAPH = {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}  # hidden inputs: the prompt graph and this node's id
+
+
+def output_used(prompt: dict | None, unique_id, index: int) -> bool:
+    """Whether any node of the prompt graph takes output `index` of node `unique_id` (True when unknown)."""
+    if not isinstance(prompt, dict) or unique_id is None:
+        return True
+    me = str(unique_id)
+    for node in prompt.values():
+        for value in ((node or {}).get("inputs") or {}).values():
+            if isinstance(value, (list, tuple)) and len(value) == 2 and str(value[0]) == me and value[1] == index:
+                return True
+    return False
+
+
+def previews_enabled() -> bool:
+    """ComfyUI's preview setting (--preview-method; its default is none): previews are made only when it asks."""
+    from comfy.cli_args import LatentPreviewMethod, args
+    return args.preview_method != LatentPreviewMethod.NoPreviews
+
+
 class Progress:
-    """ComfyUI progress bar with optional JPEG previews; every update also honours the Cancel button."""
+    """ComfyUI progress bar with previews as the user's preview setting asks; every update honours the Cancel button."""
 
     def __init__(self, total: int):
         self.total = max(int(total), 1)
         self.bar = comfy.utils.ProgressBar(self.total)
+        self.previews = previews_enabled()
 
-    def update(self, step: int, preview: torch.Tensor | None = None):
-        """step: steps done; preview: an image [H,W,3] or [B,H,W,3] in 0..1 (first of the batch shown)."""
+    def update(self, step: int, preview=None):
+        """step: steps done; preview: a function returning an image [H,W,3] or [B,H,W,3] in 0..1 (the first of the
+        batch is shown), called only when previews are on, or None."""
         comfy.model_management.throw_exception_if_processing_interrupted()
         payload = None
-        if preview is not None:
+        img = preview() if self.previews and preview is not None else None
+        if img is not None:
             from PIL import Image
-            img = preview[0] if preview.ndim == 4 else preview
+
+            from comfy.cli_args import args
+            img = img[0] if img.ndim == 4 else img
             arr = (img.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype("uint8")
             pil = Image.fromarray(arr)
-            if max(pil.size) < 256:  # tiny demo images: enlarge so the preview is visible
-                s = 256 // max(pil.size)
+            if max(pil.size) < 256:  # token grids and tiny demo images: enlarge so the preview is visible
+                s = -(-256 // max(pil.size))
                 pil = pil.resize((pil.width * s, pil.height * s), Image.NEAREST)
-            payload = ("JPEG", pil, 512)
+            payload = ("JPEG", pil, getattr(args, "preview_size", 512))
         self.bar.update_absolute(min(step, self.total), self.total, payload)
 
 

@@ -213,8 +213,8 @@ class TN_GuidedSampler:
         def callback(step, x0, x, total_steps):
             out = model.process_latent_out(x0.detach().float()).cpu()
             trajectory.append(out)
-            progress.update(step + 1, latent_to_rgb(out * fmt.scale_factor, fmt.latent_rgb_factors,
-                                                   getattr(fmt, "latent_rgb_factors_bias", None)))
+            progress.update(step + 1, lambda: latent_to_rgb(out * fmt.scale_factor, fmt.latent_rgb_factors,
+                                                           getattr(fmt, "latent_rgb_factors_bias", None)))
 
         net = model.diffusion_model
         with count_forward(net) as calls, Stopwatch(guider.model_patcher.load_device) as clock:

@@ -322,7 +322,8 @@ class ComfyServer:
         """Run a prompt while listening on /ws; returns (outputs, JSON ws messages for it).
 
         Messages include {"type": "progress", "data": {"value", "max", ...}} from
-        comfy.utils.ProgressBar. Needs websocket-client."""
+        comfy.utils.ProgressBar, and {"type": "binary", "data": {"event", "payload"}} for each binary frame
+        (preview images; binary frames carry no prompt id). Needs websocket-client."""
         import websocket
 
         client_id = uuid.uuid4().hex
@@ -334,8 +335,10 @@ class ComfyServer:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 frame = ws.recv()
-                if not isinstance(frame, str):
-                    continue  # binary preview images
+                if not isinstance(frame, str):  # a preview image: 4-byte event type, then the payload
+                    event = int.from_bytes(frame[:4], "big") if len(frame) >= 4 else -1
+                    messages.append({"type": "binary", "data": {"event": event, "payload": frame[4:]}})
+                    continue
                 msg = json.loads(frame)
                 data = msg.get("data") or {}
                 if data.get("prompt_id") not in (None, prompt_id):

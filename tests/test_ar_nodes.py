@@ -203,3 +203,58 @@ def test_interrupt_stops_token_decoding_promptly(comfy, ar_files):
         comfy.wait(pid, timeout=60)
     assert time.monotonic() - t0 < 10
     assert "save" in comfy.run(_decode_graph(ar_files), timeout=300)
+
+
+def _bundled_ar_graph():
+    """Both AR decoders on the bundled demo models, each through TN VQ Decode (intermediates unconnected)."""
+    return {
+        "rvq": N("TN_VQLoader", vq_name="tn_glyph_vq.safetensors", weight_dtype="auto"),
+        "gpt": N("TN_ARModelLoader", model_name="tn_glyph_gpt.safetensors", weight_dtype="auto"),
+        "msvq": N("TN_VQLoader", vq_name="tn_glyph_msvq.safetensors", weight_dtype="auto"),
+        "var": N("TN_ARModelLoader", model_name="tn_glyph_var.safetensors", weight_dtype="auto"),
+        "r": raster(model=["gpt", 0], vq=["rvq", 0], batch_size=2, seed=int(time.time())),
+        "v": scalewise(model=["var", 0], vq=["msvq", 0], cfg=3.0, batch_size=2, seed=int(time.time())),
+        "r_img": N("TN_VQDecode", vq=["rvq", 0], tokens=["r", 0]),
+        "v_img": N("TN_VQDecode", vq=["msvq", 0], tokens=["v", 0]),
+        "s1": N("SaveImage", images=["r_img", 0], filename_prefix="tn_ar_previews"),
+        "s2": N("SaveImage", images=["v_img", 0], filename_prefix="tn_var_previews"),
+    }
+
+
+def _preview_images(messages):
+    out = []
+    for m in messages:
+        if m["type"] == "binary" and m["data"]["event"] == 1:  # PREVIEW_IMAGE: 4-byte format (1 = JPEG), image
+            payload = m["data"]["payload"]
+            assert int.from_bytes(payload[:4], "big") == 1
+            out.append(Image.open(io.BytesIO(payload[4:])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def comfy_previews(comfyui_dir):
+    """A second ComfyUI, started as a user who turned previews on (--preview-method auto)."""
+    from comfy_harness import ComfyServer
+    server = ComfyServer(comfyui_dir, extra_args=["--preview-method", "auto"])
+    try:
+        server.start(timeout=180)
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_previews_appear_only_when_the_preview_setting_asks(comfy, comfy_previews):
+    """ComfyUI's default (no previews) sends none; with --preview-method auto the progress of every token step
+    (raster: every 4th of 64 tokens) and every scale (VAR: 6) carries a cheap preview image."""
+    out, messages = comfy.run_with_messages(_bundled_ar_graph(), timeout=300)
+    assert len(out["s1"]["images"]) == 2 and len(out["s2"]["images"]) == 2
+    assert not [m for m in messages if m["type"] == "binary"]
+    progress = [m for m in messages if m["type"] == "progress"]
+    assert len(progress) >= 64 + 6
+    out, messages = comfy_previews.run_with_messages(_bundled_ar_graph(), timeout=300)
+    assert len(out["s1"]["images"]) == 2 and len(out["s2"]["images"]) == 2
+    previews = _preview_images(messages)
+    assert len(previews) == 16 + 6, len(previews)
+    for img in previews:
+        img.load()
+        assert img.format == "JPEG" and min(img.size) >= 256  # token-grid previews, enlarged to be seen

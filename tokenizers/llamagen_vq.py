@@ -300,11 +300,14 @@ def _read_checkpoint(path: str) -> object:
 
 def load_llamagen_vq(path: str | os.PathLike, device: str | torch.device = "cpu",
                      dtype: torch.dtype = torch.float32) -> LlamaGenVQ:
-    """Load an official LlamaGen tokenizer file (`{"model": sd}`, `{"ema": sd}` preferred, or bare / safetensors)."""
+    """Load an official LlamaGen tokenizer file (`{"model": sd}`, `{"ema": sd}`, or bare / safetensors).
+
+    A file with both reads "model", as the authors' sample_c2i.py does (and models.families, which the nodes use).
+    """
     obj = _read_checkpoint(path)
     if not isinstance(obj, dict):
         raise ValueError(f"{path!r} holds a {type(obj).__name__}, expected a dict")  # noqa: TRY004
-    for key in ("ema", "model", "state_dict"):
+    for key in ("model", "ema", "state_dict"):
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
