@@ -16,10 +16,10 @@ import time
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from benchmarks.quality import REAL_SEED, WEIGHTS, load_bundled_judge, score
 from demo.glyphs import CLASS_NAMES, make_batch
+from models.families import load_tokenizer, load_transformer
 from models.llamagen_gpt import LlamaGenGPT
 from models.var import VAR
 from samplers.ar import generate_raster
@@ -35,11 +35,9 @@ def var_defaults(path: str = os.path.join(WEIGHTS, "tn_glyph_var.safetensors")) 
 
 
 def load_bundled_var(path: str = os.path.join(WEIGHTS, "tn_glyph_var.safetensors")) -> tuple[VAR, VARVQVAE]:
-    """The bundled VAR and the multi-scale VQ-VAE its metadata names (next to it), both fp32 and in eval mode."""
-    with safe_open(path, "pt") as f:
-        tokenizer = f.metadata()["tokenizer"]
-    var = VAR.from_state_dict(load_file(path)).eval()
-    return var, VARVQVAE.from_state_dict(load_file(os.path.join(os.path.dirname(path), tokenizer))).eval()
+    """The bundled VAR and the multi-scale VQ-VAE its metadata names (next to it), as the node loaders load them."""
+    var = load_transformer(path)
+    return var.net, load_tokenizer(os.path.join(os.path.dirname(path), var.meta["tokenizer"])).net
 
 
 @torch.no_grad()
@@ -85,13 +83,9 @@ def llamagen_defaults(path: str = os.path.join(WEIGHTS, "tn_glyph_gpt.safetensor
 
 
 def load_bundled_llamagen(path: str = os.path.join(WEIGHTS, "tn_glyph_gpt.safetensors")) -> tuple[LlamaGenGPT, LlamaGenVQ]:
-    """The bundled GPT (n_head / block_size from its metadata, as the node loader does) and its VQ tokenizer."""
-    with safe_open(path, "pt") as f:
-        meta = f.metadata()
-    gpt = LlamaGenGPT.from_state_dict({k: v.float() for k, v in load_file(path).items()},
-                                      n_head=int(meta["n_head"]), block_size=int(meta["block_size"]))
-    vq_sd = load_file(os.path.join(os.path.dirname(path), meta["tokenizer"]))
-    return gpt, LlamaGenVQ.from_state_dict({k: v.float() for k, v in vq_sd.items()})
+    """The bundled GPT (n_head / block_size from its metadata) and its VQ tokenizer, as the node loaders load them."""
+    gpt = load_transformer(path)
+    return gpt.net, load_tokenizer(os.path.join(os.path.dirname(path), gpt.meta["tokenizer"])).net
 
 
 @torch.no_grad()

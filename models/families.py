@@ -86,18 +86,22 @@ def load_tokenizer(path: str | os.PathLike) -> Loaded:
     return Loaded(net.eval().requires_grad_(False), family, meta)
 
 
-def load_transformer(path: str | os.PathLike) -> Loaded:
+def load_transformer(path: str | os.PathLike, image_size: int | None = None) -> Loaded:
     """A LlamaGen c2i GPT or VAR transformer file -> Loaded.
 
     LlamaGen: n_head / block_size from the file's metadata when it records them (bundled files), the preset and
-    image size from a training checkpoint's args; otherwise inferred (see llamagen_gpt_config_from_state_dict).
+    image size from a training checkpoint's args, else from the file name (c2i_B_256.pt); see
+    llamagen_gpt_config_from_state_dict. `image_size` (pixels) overrides them all: a grid of image_size / the
+    args' downsample_size (16 when not stored) tokens a side. VAR files fix their scales; image_size is ignored.
     """
     sd, meta, family = read(path, "ar")
     try:
         if family == "llamagen":
             overrides = {k: int(meta[k]) for k in ("n_head", "block_size") if k in meta}
             args = json.loads(meta["training_args"]) if "training_args" in meta else None
-            net = LlamaGenGPT.from_state_dict(sd, args=args, **overrides)
+            if image_size:
+                overrides["block_size"] = (int(image_size) // int((args or {}).get("downsample_size", 16))) ** 2
+            net = LlamaGenGPT.from_state_dict(sd, args=args, name=os.fspath(path), **overrides)
         else:
             net = VAR.from_state_dict(sd)
     except (ValueError, RuntimeError) as e:

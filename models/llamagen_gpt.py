@@ -11,6 +11,7 @@ import argparse
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -284,15 +285,23 @@ def _infer_n_head(dim: int, n_layer: int, gpt_model: str | None) -> int:
     return max(1, dim // 64)
 
 
+def image_size_from_name(name: str | None) -> int | None:
+    """256, 384 or 512 when a file name states it as every published c2i file does (c2i_B_256.pt), else None."""
+    m = re.search(r"(?<![0-9])(256|384|512)(?![0-9])", os.path.basename(name or ""))
+    return int(m.group(1)) if m else None
+
+
 def llamagen_gpt_config_from_state_dict(sd: dict[str, torch.Tensor], args: object = None,
                                         n_head: int | None = None, block_size: int | None = None,
-                                        cls_token_num: int | None = None) -> LlamaGenGPTConfig:
+                                        cls_token_num: int | None = None, name: str | None = None) -> LlamaGenGPTConfig:
     """Infer the GPT config from tensor shapes; `args` is a training checkpoint's argparse.Namespace (optional).
 
     dim, vocab_size from `tok_embeddings.weight`; n_layer from `layers.*`; num_classes = class-table rows - 1;
     ffn_hidden from `w1`; n_head from the override, `args.gpt_model`, a stored `freqs_cis`, the preset table by
     (dim, n_layer), else dim // 64; block_size from the override, `args` (image_size // downsample_size)**2, a stored
-    `freqs_cis`, else 576 (24x24, the grid of every official bare-state-dict release).
+    `freqs_cis`, the image size in the file `name` (c2i_B_256.pt: 256 px with the VQ-16 tokenizer, 16x16), else 576
+    (24x24, the grid of the official bare-state-dict releases, c2i_XXL_384.pt and c2i_3B_384.pt). The rule that
+    decided is logged.
     """
     if "cls_embedding.cap_proj.fc1.weight" in sd:
         raise ValueError("this is a text-conditional (t2i) LlamaGen checkpoint; only class-conditional (c2i) is supported")
@@ -323,14 +332,19 @@ def llamagen_gpt_config_from_state_dict(sd: dict[str, torch.Tensor], args: objec
     n_kv_head = (qkv_rows - dim) // (2 * head_dim)
     if n_kv_head <= 0 or dim + 2 * n_kv_head * head_dim != qkv_rows:
         raise ValueError(f"wqkv has {qkv_rows} rows, inconsistent with dim {dim} and {n_head} heads")
-    if block_size is None:
-        if "image_size" in a and "downsample_size" in a:
-            block_size = (int(a["image_size"]) // int(a["downsample_size"])) ** 2
-        elif stored is not None and stored.ndim == 3:
-            block_size = stored.shape[0] - cls_token_num
-        else:
-            block_size = 576
-            log.info("LlamaGen GPT: grid size not stored; assuming 24x24 tokens (block_size 576)")
+    if block_size is not None:
+        rule = "the loader's override"
+    elif "image_size" in a and "downsample_size" in a:
+        block_size, rule = (int(a["image_size"]) // int(a["downsample_size"])) ** 2, "the checkpoint's args"
+    elif stored is not None and stored.ndim == 3:
+        block_size, rule = stored.shape[0] - cls_token_num, "its stored RoPE table"
+    elif image_size_from_name(name):
+        block_size = (image_size_from_name(name) // 16) ** 2
+        rule = f"the file name ({image_size_from_name(name)} px with the VQ-16 tokenizer)"
+    else:
+        block_size, rule = 576, "the default of the bare releases (384 px with the VQ-16 tokenizer)"
+    grid = math.isqrt(block_size)
+    log.info("LlamaGen GPT %s: %dx%d image tokens, from %s", os.path.basename(name or ""), grid, grid, rule)
     return LlamaGenGPTConfig(
         dim=dim, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head,
         ffn_hidden=sd["layers.0.feed_forward.w1.weight"].shape[0], vocab_size=vocab,
@@ -362,5 +376,5 @@ def load_llamagen_gpt(path: str | os.PathLike, device: str | torch.device = "cpu
             obj = obj[key]
             break
     sd = _strip_prefixes({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)})
-    model = LlamaGenGPT.from_state_dict(sd, args=args, n_head=n_head, block_size=block_size)
+    model = LlamaGenGPT.from_state_dict(sd, args=args, n_head=n_head, block_size=block_size, name=path)
     return model.to(device=device, dtype=dtype)

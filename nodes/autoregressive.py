@@ -22,13 +22,14 @@ from ..tokenizers.preview import llamagen_rgb_projection, raster_preview, var_rg
 from .common import CATEGORY, DTYPES, HIDDEN_GRAPH, NodeInputError, Progress, choices, output_used, pick_dtype, resolve
 
 CAT = f"{CATEGORY}/autoregressive"
+PROGRESS_INTERVAL = 0.1  # seconds between plain progress messages (the Cancel button is checked every token)
 
 
-def _load(node, input_name, name, kind):
+def _load(node, input_name, name, kind, image_size=None):
     """models.families' Loaded for a listed file, or a NodeInputError that says what the file is instead."""
     path = resolve(node, input_name, name, kind, kind)
     try:
-        return (load_tokenizer if kind == "vq" else load_transformer)(path)
+        return load_tokenizer(path) if kind == "vq" else load_transformer(path, image_size)
     except CheckpointError as e:
         raise NodeInputError(node, input_name, str(e)) from None
 
@@ -175,10 +176,17 @@ class TN_ARModelLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model_name": (choices("ar", "ar"), {"tooltip": "Bundled tn_* models first, then files in models/ar."}),
-                             "weight_dtype": _dtype_input()}}
+                             "weight_dtype": _dtype_input()},
+                "optional": {"image_size": (["auto", "256", "384", "512"], {"default": "auto", "tooltip": (
+                    "LlamaGen only: the image size the GPT generates (its token grid and RoPE positions). auto = what "
+                    "the file records (training args or metadata), else the size in its name (c2i_B_256.pt), else "
+                    "384 as for the bare XXL / 3B releases.")})}}
 
-    def load(self, model_name, weight_dtype):
-        net, family, meta = _load("TN_ARModelLoader", "model_name", model_name, "ar")
+    def load(self, model_name, weight_dtype, image_size="auto"):
+        if image_size not in ("auto", "256", "384", "512"):
+            raise NodeInputError("TN_ARModelLoader", "image_size", f"expected auto, 256, 384 or 512, got {image_size!r}")
+        size = None if image_size == "auto" else int(image_size)
+        net, family, meta = _load("TN_ARModelLoader", "model_name", model_name, "ar", size)
         dtype = pick_dtype(weight_dtype, comfy.model_management.get_torch_device())
         return (TNARModel(net.to(dtype), family, model_name, meta),)
 
@@ -354,7 +362,7 @@ class TN_ARTokenDecoder:
             raise NodeInputError(node, "mask", "a mask needs tokens to keep: connect TN VQ Encode to 'tokens'")
         device = model.ready()
         vq.ready()
-        progress = Progress(seq_len)
+        progress = Progress(seq_len, PROGRESS_INTERVAL)
         proj = vq.rgb_projection(grid) if progress.previews and not return_intermediates else None
         every = max(1, seq_len // 16)
         shots = []
@@ -447,7 +455,7 @@ class TN_VARScaleDecoder:
             raise NodeInputError(node, "mask", "a mask needs tokens to keep: connect TN VQ Encode to 'tokens'")
         device = model.ready()
         vq.ready()
-        progress = Progress(len(pns))
+        progress = Progress(len(pns), PROGRESS_INTERVAL)
         proj = vq.rgb_projection(pns) if progress.previews and not return_intermediates else None
         shots = []
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 
 import torch
 
@@ -100,15 +102,22 @@ def previews_enabled() -> bool:
 class Progress:
     """ComfyUI progress bar with previews as the user's preview setting asks; every update honours the Cancel button."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, min_interval: float = 0.0):
+        """min_interval: seconds between progress messages that carry no preview (the last step is always sent).
+        Token loops make hundreds of steps a second on a GPU and each message costs the server thread CPU time."""
         self.total = max(int(total), 1)
         self.bar = comfy.utils.ProgressBar(self.total)
         self.previews = previews_enabled()
+        self.min_interval, self.last = min_interval, -math.inf
 
     def update(self, step: int, preview=None):
         """step: steps done; preview: a function returning an image [H,W,3] or [B,H,W,3] in 0..1 (the first of the
-        batch is shown), called only when previews are on, or None."""
+        batch is shown), called only when previews are on, or None. Every call honours the Cancel button."""
         comfy.model_management.throw_exception_if_processing_interrupted()
+        now = time.monotonic()
+        if (preview is None or not self.previews) and step < self.total and now - self.last < self.min_interval:
+            return
+        self.last = now
         payload = None
         img = preview() if self.previews and preview is not None else None
         if img is not None:

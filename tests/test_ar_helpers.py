@@ -102,3 +102,32 @@ def test_previews_of_real_glyphs_look_like_their_decodes(bundled):
     assert err < 0.75 * base, (err, base)  # measured 0.19 vs 0.28; a fit on the glyphs themselves: 0.14
     half = raster_preview(vq, llamagen_rgb_projection(vq, grid), idx.flatten(1)[:, : grid * grid // 2], grid)
     assert (half[:, grid // 2:] == GREY).all() and torch.equal(half[:, : grid // 2], preview[:, : grid // 2])
+
+
+def _tiny_gpt(grid: int):
+    from models.llamagen_gpt import LlamaGenGPT, LlamaGenGPTConfig
+    torch.manual_seed(0)
+    return LlamaGenGPT(LlamaGenGPTConfig(dim=128, n_layer=2, n_head=2, n_kv_head=2, ffn_hidden=384, vocab_size=64,
+                                         num_classes=10, block_size=grid * grid))
+
+
+def test_llamagen_grid_from_args_name_or_override(tmp_path, caplog):
+    """A GPT file without args (a re-saved or converted c2i_B_256.pt) takes its size from the name, which every
+    published file states; the loader's image_size overrides everything; the rule that decided is logged."""
+    from samplers.ar import generate_raster
+    sd = {k: v for k, v in _tiny_gpt(16).state_dict().items() if k != "freqs_cis"}
+    args = argparse.Namespace(gpt_model="GPT-tiny", image_size=256, downsample_size=16, cls_token_num=1)
+    torch.save({"model": sd, "args": args}, tmp_path / "with_args.pt")
+    torch.save(sd, tmp_path / "c2i_tiny_256.pt")
+    torch.save({"model": sd}, tmp_path / "resaved.pt")
+    caplog.set_level("INFO", logger="models.llamagen_gpt")
+    with_args, named = load_transformer(tmp_path / "with_args.pt").net, load_transformer(tmp_path / "c2i_tiny_256.pt").net
+    assert with_args.config.block_size == named.config.block_size == 256
+    assert "16x16 image tokens, from the file name (256 px" in caplog.text
+    assert load_transformer(tmp_path / "resaved.pt").net.config.block_size == 576  # bare, no size in the name: 384 px
+    assert "from the default of the bare releases" in caplog.text
+    assert load_transformer(tmp_path / "c2i_tiny_256.pt", image_size=384).net.config.block_size == 576
+    assert load_transformer(tmp_path / "with_args.pt", image_size=512).net.config.block_size == 1024
+    cls = torch.tensor([3, 7])
+    a, b = (generate_raster(m, cls, 256, cfg_scale=2.0, top_k=1) for m in (with_args, named))
+    assert torch.equal(a, b)  # same grid, same RoPE positions: the same greedy tokens

@@ -1,4 +1,5 @@
 """The speed benchmarks run (tiny shapes, CPU) and time their contenders alternately."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,20 @@ def test_var_speed_script_runs():
     out = _run("benchmarks.ar_speed_var", "--preset", "tiny", "--vae-ch", "32", "--batch", "1", "--repeats", "1",
                "--device", "cpu", "--threads", "1")
     assert "ours:" in out and "images/s" in out
+
+
+def test_node_path_benchmark_runs_comfyui_side(comfyui_dir, tmp_path):
+    """benchmarks.node_path_ar end to end on the tiny preset through a real ComfyUI, without the official side."""
+    out = tmp_path / "results.json"
+    _run("benchmarks.node_path_ar", "--preset", "tiny", "--batch", "1", "2", "--pairs", "1", "--pairs-16", "1",
+         "--work", str(tmp_path), "--out", str(out))
+    r = json.loads(out.read_text())
+    assert r["machine"]["nproc"] >= 1 and r["machine"]["torch"] == torch.__version__ and r["official"] is None
+    assert {f["family"] for f in r["results"]} == {"var", "llamagen"}
+    for fam in r["results"]:
+        assert [b["batch"] for b in fam["batches"]] == [1, 2]
+        for b in fam["batches"]:
+            assert list(b["seconds_per_image"]) == ["comfy_off"] and len(b["seconds_per_image"]["comfy_off"]) == 1
+            assert 0 < b["median_seconds_per_image"]["comfy_off"] < 60 and b["ratios"] == {}
+    for kind in ("ar", "vq"):  # the model links are gone again
+        assert not list((Path(comfyui_dir) / "models" / kind).glob("tn_bench_*tiny*"))
