@@ -6,7 +6,7 @@ as tn_bench_*. A real ComfyUI (tests/comfy_harness.py) runs loaders -> decoder -
 prompt timed from POST /prompt until the websocket reports it finished; a separate process
 (benchmarks/official_ar_worker.py) runs the official scripts' loading and sampling on the same files and times
 generate + decode + save itself. Both use the authors' default sampling settings; the contenders alternate round by
-round after one untimed warm-up each. Seconds are per image.
+round (in a rotating order) after one untimed warm-up each. Seconds are per image.
 
     python -m benchmarks.node_path_ar --official-dir /work/official               # VAR + LlamaGen, batch 1 and 16
     python -m benchmarks.node_path_ar --family var --batch 1 --pairs 1 --previews both --greedy-check \\
@@ -331,11 +331,13 @@ def run_family(family: str, names: dict, clients: list[TimedComfy], worker: Offi
         runs: dict[str, list[float]] = {c.label: [] for c in clients}
         if worker:
             runs["official"] = []
-        for r in range(pairs):
-            for client in clients:
-                runs[client.label].append(comfy(client, batch)[0] / batch)
-            if worker:
-                runs["official"].append(official(batch) / batch)
+        contenders = [(c.label, lambda b, c=c: comfy(c, b)[0]) for c in clients]
+        if worker:
+            contenders.append(("official", official))
+        for r in range(pairs):  # the order rotates round by round, so no contender always follows the same one
+            k = r % len(contenders)
+            for label, run in contenders[k:] + contenders[:k]:
+                runs[label].append(run(batch) / batch)
             print(f"  {family} batch {batch} round {r + 1}/{pairs}: "
                   + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()) + " s/image", flush=True)
         med = {k: statistics.median(v) for k, v in runs.items()}

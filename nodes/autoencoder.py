@@ -1,7 +1,6 @@
 """The pack's own pixel <-> latent autoencoders (SD-family VAEs keep working through core VAELoader / VAEDecode)."""
 from __future__ import annotations
 
-import json
 import os
 
 import torch

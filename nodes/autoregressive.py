@@ -5,7 +5,6 @@ Types: TN_VQ (a tokenizer), TN_AR_MODEL (a transformer), TN_TOKENS (token ids; a
 from __future__ import annotations
 
 import json
-import os
 
 import torch
 
@@ -19,7 +18,8 @@ from ..samplers.ar import generate_raster
 from ..samplers.masks import raster_keep, var_keep
 from ..samplers.var import generate_var
 from ..tokenizers.preview import llamagen_rgb_projection, raster_preview, var_rgb_projection
-from .common import CATEGORY, DTYPES, HIDDEN_GRAPH, NodeInputError, Progress, choices, output_used, pick_dtype, resolve
+from .common import (CATEGORY, DTYPES, HIDDEN_GRAPH, NodeInputError, Progress, choices, output_used, parse_int_list,
+                     pick_dtype, resolve)
 
 CAT = f"{CATEGORY}/autoregressive"
 PROGRESS_INTERVAL = 0.1  # seconds between plain progress messages (the Cancel button is checked every token)
@@ -212,15 +212,11 @@ class TN_VQEncode:
             raise NodeInputError("TN_VQEncode", "image", f"expected RGB images [B,H,W,3], got {list(image.shape)} "
                                  "(remove an alpha channel first)")
         h, w = image.shape[1:3]
-        ds = vq.net.downsample
         if vq.family == "var" and h != w:
             raise NodeInputError("TN_VQEncode", "image", f"VAR tokenizers take square images, got {w}x{h}")
         pns = None
         if vq.family == "var" and patch_nums.strip() not in ("", "auto"):
-            try:
-                pns = [int(p) for p in patch_nums.replace(" ", "").split(",") if p]
-            except ValueError:
-                raise NodeInputError("TN_VQEncode", "patch_nums", f"expected comma-separated integers or auto, got {patch_nums!r}") from None
+            pns = parse_int_list("TN_VQEncode", "patch_nums", patch_nums, 1, 1024, "scales (or auto)")
         try:
             return (vq.encode(image, pns),)
         except ValueError as e:
@@ -278,10 +274,7 @@ def _class_ids(node, model, class_index, batch_size, class_indices="", class_lab
         if not ids:
             raise NodeInputError(node, "class_label", "expected the conditioning output of TN Class Label (it carries class ids)")
     else:
-        try:
-            ids = [int(v) for v in class_indices.replace(" ", "").split(",") if v] if class_indices.strip() else [class_index]
-        except ValueError:
-            raise NodeInputError(node, "class_indices", f"expected comma-separated integers, got {class_indices!r}") from None
+        ids = parse_int_list(node, "class_indices", class_indices, -1, n - 1) if class_indices.strip() else [class_index]
     bad = [i for i in ids if not -1 <= i < n]
     if bad:
         raise NodeInputError(node, name, f"{bad[0]} is out of range for {model.name}: expected 0..{n - 1} or -1 (unconditional)")

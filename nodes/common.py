@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 
 import torch
@@ -64,6 +65,30 @@ def resolve(node: str, input_name: str, name: str, kind: str, folder: str) -> st
         dirs = folder_paths.get_folder_paths(folder)
         raise NodeInputError(node, input_name, f"model file '{name}' not found in the bundled weights or in {dirs}")
     return path
+
+
+MAX_LIST_ITEMS = 4096  # the most entries a comma-separated list input may hold (batch sizes go to 4096)
+_INT_LIST = re.compile(r"\s*(-?[0-9]+)\s*(?:,\s*(-?[0-9]+)\s*)*")
+
+
+def echo(text: str, limit: int = 60) -> str:
+    """A user's text quoted back in an error, cut to `limit` characters."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def parse_int_list(node: str, input_name: str, text: str, lo: int, hi: int, what: str = "class indices") -> list[int]:
+    """'0, 1,2' -> [0, 1, 2]: integers in lo..hi separated by commas (spaces around them allowed), nothing else.
+
+    One parser for every list input, strict on purpose: '1 2' or '1_0' are errors, not class 12 or 10."""
+    if len(text) > 16 * MAX_LIST_ITEMS or not _INT_LIST.fullmatch(text):
+        raise NodeInputError(node, input_name, f"expected {what} separated by commas, e.g. 0,1,2; got {echo(text)}")
+    values = [int(v) for v in text.split(",")]
+    if len(values) > MAX_LIST_ITEMS:
+        raise NodeInputError(node, input_name, f"holds {len(values)} entries; at most {MAX_LIST_ITEMS} are accepted")
+    bad = [v for v in values if not lo <= v <= hi]
+    if bad:
+        raise NodeInputError(node, input_name, f"{bad[0]} is out of range: expected {what} in {lo}..{hi}")
+    return values
 
 
 DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -130,7 +155,9 @@ class Progress:
             if max(pil.size) < 256:  # token grids and tiny demo images: enlarge so the preview is visible
                 s = -(-256 // max(pil.size))
                 pil = pil.resize((pil.width * s, pil.height * s), Image.NEAREST)
-            payload = ("JPEG", pil, getattr(args, "preview_size", 512))
+            # ComfyUI fits the preview into max_size, enlarging smaller ones: never past its own size (a 512-px JPEG
+            # of an enlarged 16x16 token grid costs the server 4x the encoding of a 256-px one and shows nothing more)
+            payload = ("JPEG", pil, min(getattr(args, "preview_size", 512), max(pil.size)))
         self.bar.update_absolute(min(step, self.total), self.total, payload)
 
 

@@ -12,6 +12,7 @@ from .common import CATEGORY, NodeInputError, choices, resolve
 
 CAT = f"{CATEGORY}/compare"
 MAX_ROWS = 8
+MAX_LABEL = 200  # characters per row label: the label strip sets the width of the grid image
 
 
 class TNJudge:
@@ -66,7 +67,8 @@ class TN_Compare:
                 optional[f"images_{i}"] = ("IMAGE", {"tooltip": f"Images of branch {i} (same batch size as images_1)."})
             optional[f"stats_{i}"] = ("TN_STATS", {"tooltip": f"Stats output of the sampler / decoder that made branch {i}."})
         optional["labels"] = ("STRING", {"default": "", "multiline": True, "tooltip": (
-            "Row labels, one per line (empty lines and missing lines: the label the stats carry, else 'branch N').")})
+            f"Row labels, one per line, at most {MAX_LABEL} characters each (empty lines and missing lines: the label "
+            "the stats carry, else 'branch N').")})
         optional["judge"] = ("TN_JUDGE", {"tooltip": "Optional: a judge (TN Judge Loader) to score class fidelity."})
         return {"required": {
             "images_1": ("IMAGE", {"tooltip": "Images of branch 1 (one column per sample)."}),
@@ -77,6 +79,10 @@ class TN_Compare:
     def compare(self, images_1, columns, scale, labels="", judge=None, **branches):
         node = "TN_Compare"
         given = [l.strip() for l in labels.splitlines()]
+        if len(labels) > (MAX_LABEL + 2) * MAX_ROWS * 2 or any(len(l) > MAX_LABEL for l in given):
+            longest = max(len(l) for l in given) if given else 0
+            raise NodeInputError(node, "labels", f"a label may have at most {MAX_LABEL} characters (they set the image "
+                                 f"width); got {longest} characters in one line, {len(labels)} in all")
         rows = []
         batch = images_1.shape[0]
         for i in range(1, MAX_ROWS + 1):

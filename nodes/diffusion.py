@@ -16,7 +16,8 @@ from ..models.denoiser import load_denoiser
 from ..samplers import guidance, schedules
 from ..report.stats import RunStats, Stopwatch, count_forward
 from ..samplers.diffusion import SAMPLERS
-from .common import CATEGORY, DENOISER_FOLDER, DTYPES, NodeInputError, Progress, choices, latent_to_rgb, pick_dtype, resolve
+from .common import (CATEGORY, DENOISER_FOLDER, DTYPES, NodeInputError, Progress, choices, latent_to_rgb, parse_int_list,
+                     pick_dtype, resolve)
 from .comfy_model import COND_KEY, find_model_sampling, is_flow, wrap_denoiser
 
 CAT = f"{CATEGORY}/diffusion"
@@ -328,10 +329,7 @@ class TN_ClassLabel:
 
     def label(self, model, class_index, class_name="", class_indices=""):
         if class_indices.strip():
-            try:
-                idx = [int(v) for v in class_indices.replace(" ", "").split(",") if v]
-            except ValueError:
-                raise NodeInputError("TN_ClassLabel", "class_indices", f"expected comma-separated integers, got {class_indices!r}") from None
+            idx = parse_int_list("TN_ClassLabel", "class_indices", class_indices, -1, 1 << 20)
             labels = [self.label(model, i)[0][0][1][COND_KEY] for i in idx]
             names = [self.label(model, i)[1] for i in idx]
             return ([[torch.zeros(1, 1, 1), {COND_KEY: labels}]], ", ".join(names))

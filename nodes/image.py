@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import CATEGORY, NodeInputError
+from .common import CATEGORY, NodeInputError, parse_int_list
 
 
 class TN_ImageGrid:
@@ -64,12 +64,7 @@ class TN_GlyphImages:
 
     def make(self, class_indices, batch_size, seed):
         from ..demo.glyphs import CLASS_NAMES, render
-        try:
-            classes = [int(c) for c in class_indices.replace(" ", "").split(",") if c]
-        except ValueError:
-            raise NodeInputError("TN_GlyphImages", "class_indices", f"expected comma-separated integers, got {class_indices!r}") from None
-        if not classes or any(not 0 <= c < len(CLASS_NAMES) for c in classes):
-            raise NodeInputError("TN_GlyphImages", "class_indices", f"expected classes in 0..{len(CLASS_NAMES) - 1}, got {class_indices!r}")
+        classes = parse_int_list("TN_GlyphImages", "class_indices", class_indices, 0, len(CLASS_NAMES) - 1, "digits")
         labels = [classes[i % len(classes)] for i in range(batch_size)]
         images = render(torch.tensor(labels, dtype=torch.long), seed)  # in the order given (make_batch shuffles)
         from ..report.stats import RunStats

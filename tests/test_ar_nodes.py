@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -145,6 +146,7 @@ def _expect_failure(comfy, g, *needles):
     text = str(err.value) + json.dumps(getattr(err.value, "response", None) or {}, default=str)
     for n in needles:
         assert n in text, f"{n!r} not in: {text[:1500]}"
+    return text
 
 
 def _decode_graph(f, **kw):
@@ -298,3 +300,28 @@ def test_a_bare_256_gpt_generates_what_the_same_weights_with_args_do(comfy, gpt_
     assert np.array_equal(imgs["args"], imgs["bare"]), "the size in the name gives the same grid as the args"
     assert np.array_equal(imgs["args"], imgs["noname"]), "image_size 256 on the loader gives the same grid"
     assert imgs["noname_auto"].shape == (384, 384, 3)  # nothing says 256: the bare releases' 384 px
+
+
+def test_class_lists_are_parsed_strictly(comfy, ar_files):
+    """One strict parser for every list input: '1 2' is not class 12, '1_0' not class 10, ',' not an empty batch that
+    crashes later; a long junk input is echoed cut, not whole."""
+    junk = "9;" * 100_000
+    for text, needle in (("1 2", "'1 2'"), ("1_0", "'1_0'"), (",", "','"), ("3,,4", "'3,,4'"), (junk, "200000 characters")):
+        g = _decode_graph(ar_files, class_indices=text)
+        with pytest.raises(Exception) as err:
+            comfy.run(g, timeout=300)
+        msg = str(err.value) + json.dumps(getattr(err.value, "response", None) or {}, default=str)
+        assert "TN_ARTokenDecoder" in msg and "'class_indices'" in msg and needle in msg, msg[:600]
+        ours = re.search(r"TN_ARTokenDecoder: input 'class_indices': [^\"\n]*", msg).group(0)
+        assert len(ours) < 300, ours  # (ComfyUI itself echoes the prompt's inputs in its error record)
+    g = _decode_graph(ar_files)
+    g["glyphs"] = N("TN_GlyphImages", class_indices="1 2", batch_size=2, seed=0)
+    g["gen"]["inputs"].update(tokens=["enc", 0])
+    _expect_failure(comfy, g, "TN_GlyphImages", "'class_indices'", "'1 2'")
+    g = graph(ar_files, "var")  # patch_nums take the same parser
+    g["enc"]["inputs"]["patch_nums"] = "1,2,3 4"
+    g["dec"] = N("TN_VQDecode", vq=["vq", 0], tokens=["enc", 0])
+    g["save"] = N("SaveImage", images=["dec", 0], filename_prefix="tn_bad")
+    _expect_failure(comfy, g, "TN_VQEncode", "'patch_nums'", "'1,2,3 4'")
+    ok = _decode_graph(ar_files, class_indices=" 3, 7 ,1")  # spaces around commas are fine
+    assert "save" in comfy.run(ok, timeout=300)

@@ -128,6 +128,13 @@ def test_hybrid_bad_inputs_give_clear_errors_and_server_keeps_serving(comfy):
     _expect_failure(comfy, _compare_graph(batch_2=3), "TN_Compare", "'images_2'", "has 3 images but images_1 has 2")
     # stats that do not belong to the row's images
     _expect_failure(comfy, _compare_graph(stats_batch=3), "TN_Compare", "'stats_2'", "batch of 3")
+    # a label that would set a huge image width (a 100,000-character one took 2.6 GB): refused, the limit named
+    g = _compare_graph()
+    g["compare"]["inputs"]["labels"] = "short\n" + "x" * 100_000
+    g["save"] = N("SaveImage", images=["compare", 0], filename_prefix="tn_bad")
+    text = _expect_failure(comfy, g, "TN_Compare", "'labels'", "at most 200 characters")
+    ours = text[text.index("TN_Compare: input 'labels'"):][:400]
+    assert "x" * 100 not in ours  # the label is not echoed back (ComfyUI's own record repeats the prompt)
     # a mask of the wrong size for VAR inpainting / raster completion
     for dec, vq in (("var", "msvq"), ("gpt", "rvq")):
         g = base()

@@ -276,3 +276,14 @@ def test_bad_values_give_clear_errors(comfy, models_dir, comfyui_dir):
     _expect_failure(comfy, g, "TN_GuidedSampler", "latent_image", "NaN")
     # the server still works
     assert "save" in comfy.run(_ok_prompt(models_dir), timeout=120)
+
+
+def test_class_label_lists_are_strict(comfy, models_dir):
+    """TN Class Label shares the pack's one list parser: '1_0' is an error, not class 10; ',' is no classes."""
+    for text in ("1_0", ",", "1 2"):
+        g = base_graph(models_dir, batch=1)
+        g["pos"] = N("TN_ClassLabel", model=["den", 0], class_index=0, class_indices=text)
+        g["ks"] = N("KSampler", model=["den", 0], seed=0, steps=2, cfg=2.0, sampler_name="euler", scheduler="simple",
+                    positive=["pos", 0], negative=["neg", 0], latent_image=["empty", 0], denoise=1.0)
+        g["save"] = save_latent(["ks", 0], "tn_bad_classes")
+        _expect_failure(comfy, g, "TN_ClassLabel", "'class_indices'", repr(text))
