@@ -8,9 +8,9 @@ prompt timed from POST /prompt until the websocket reports it finished; a separa
 generate + decode + save itself. Both use the authors' default sampling settings; the contenders alternate round by
 round (in a rotating order) after one untimed warm-up each. Seconds are per image.
 
-    python -m benchmarks.node_path_ar --official-dir /work/official               # VAR + LlamaGen, batch 1 and 16
+    python -m benchmarks.node_path_ar --official-dir PATH/TO/official               # VAR + LlamaGen, batch 1 and 16
     python -m benchmarks.node_path_ar --family var --batch 1 --pairs 1 --previews both --greedy-check \\
-        --official-dir /work/official
+        --official-dir PATH/TO/official
     python -m benchmarks.node_path_ar --preset tiny --pairs 2 --pairs-16 1        # quick, ComfyUI side only
 """
 from __future__ import annotations

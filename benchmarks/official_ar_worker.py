@@ -33,6 +33,16 @@ def _protocol_stdout():
     return proto
 
 
+def _load_checkpoint(path):
+    """torch.load as the authors' scripts call it, but never running pickled code: tensors plus the argparse.Namespace
+    that LlamaGen training checkpoints carry (the authors' torch 2.1 unpickled anything by default)."""
+    import argparse
+
+    import torch
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_var(args):
     """VAR demo_sample.ipynb, cell 1: build_vae_var with the hard-coded VQVAE hyper-parameters, strict loads."""
     import torch
@@ -43,8 +53,8 @@ def load_var(args):
     patch_nums = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
     vae, var = build_vae_var(V=4096, Cvae=32, ch=args.vae_ch, share_quant_resi=4, device=args.device,
                              patch_nums=patch_nums, num_classes=1000, depth=args.depth, shared_aln=False)
-    vae.load_state_dict(torch.load(args.vae_ckpt, map_location="cpu"), strict=True)
-    var.load_state_dict(torch.load(args.var_ckpt, map_location="cpu"), strict=True)
+    vae.load_state_dict(_load_checkpoint(args.vae_ckpt), strict=True)
+    var.load_state_dict(_load_checkpoint(args.var_ckpt), strict=True)
     vae.eval(), var.eval()
     for p in vae.parameters():
         p.requires_grad_(False)
@@ -104,8 +114,7 @@ def load_llamagen(args):
                                                    codebook_embed_dim=args.codebook_embed_dim)
     vq_model.to(args.device)
     vq_model.eval()
-    # weights_only=False: the authors' torch (2.1) loaded pickles by default; training checkpoints hold a Namespace
-    checkpoint = torch.load(args.vq_ckpt, map_location="cpu", weights_only=False)
+    checkpoint = _load_checkpoint(args.vq_ckpt)
     vq_model.load_state_dict(checkpoint["model"])
     del checkpoint
 
@@ -118,7 +127,7 @@ def load_llamagen(args):
     else:
         gpt_model = GPT_models[args.gpt_model](**kw)
     gpt_model = gpt_model.to(device=args.device, dtype=torch.float32)
-    checkpoint = torch.load(args.gpt_ckpt, map_location="cpu", weights_only=False)
+    checkpoint = _load_checkpoint(args.gpt_ckpt)
     gpt_model.load_state_dict(checkpoint["model"], strict=False)
     gpt_model.eval()
     del checkpoint
