@@ -332,15 +332,15 @@ def llamagen_gpt_config_from_state_dict(sd: dict[str, torch.Tensor], args: objec
     n_kv_head = (qkv_rows - dim) // (2 * head_dim)
     if n_kv_head <= 0 or dim + 2 * n_kv_head * head_dim != qkv_rows:
         raise ValueError(f"wqkv has {qkv_rows} rows, inconsistent with dim {dim} and {n_head} heads")
+    named = image_size_from_name(name)
     if block_size is not None:
         rule = "the loader's override"
     elif "image_size" in a and "downsample_size" in a:
         block_size, rule = (int(a["image_size"]) // int(a["downsample_size"])) ** 2, "the checkpoint's args"
     elif stored is not None and stored.ndim == 3:
         block_size, rule = stored.shape[0] - cls_token_num, "its stored RoPE table"
-    elif image_size_from_name(name):
-        block_size = (image_size_from_name(name) // 16) ** 2
-        rule = f"the file name ({image_size_from_name(name)} px with the VQ-16 tokenizer)"
+    elif named:
+        block_size, rule = (named // 16) ** 2, f"the file name ({named} px with the VQ-16 tokenizer)"
     else:
         block_size, rule = 576, "the default of the bare releases (384 px with the VQ-16 tokenizer)"
     grid = math.isqrt(block_size)

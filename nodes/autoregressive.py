@@ -17,7 +17,7 @@ from ..report.stats import RunStats, Stopwatch, count_forward
 from ..samplers.ar import generate_raster
 from ..samplers.masks import raster_keep, var_keep
 from ..samplers.var import generate_var
-from ..tokenizers.preview import llamagen_rgb_projection, raster_preview, var_rgb_projection
+from ..tokenizers.preview import GREY, llamagen_rgb_projection, pad_raster, raster_preview, var_rgb_projection
 from .common import (CATEGORY, DTYPES, HIDDEN_GRAPH, NodeInputError, Progress, choices, output_used, parse_int_list,
                      pick_dtype, resolve)
 
@@ -365,10 +365,8 @@ class TN_ARTokenDecoder:
             if n % every and n != seq_len:
                 progress.update(n)
             elif return_intermediates:  # full decodes of the partial images, unfilled rows grey; shown as previews too
-                full = torch.zeros(batch_size, seq_len, dtype=torch.long, device=done.device)
-                full[:, :n] = done
-                img = vq.decode(tokens_dict("llamagen", full.reshape(-1, grid, grid), vq))
-                img[:, -(-n // grid) * (img.shape[1] // grid):] = 0.5
+                img = vq.decode(tokens_dict("llamagen", pad_raster(done, grid), vq))
+                img[:, -(-n // grid) * (img.shape[1] // grid):] = GREY
                 shots.append(img)
                 progress.update(n, lambda: img[:1])
             else:

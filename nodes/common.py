@@ -68,7 +68,7 @@ def resolve(node: str, input_name: str, name: str, kind: str, folder: str) -> st
 
 
 MAX_LIST_ITEMS = 4096  # the most entries a comma-separated list input may hold (batch sizes go to 4096)
-_INT_LIST = re.compile(r"\s*(-?[0-9]+)\s*(?:,\s*(-?[0-9]+)\s*)*")
+_INT_LIST = re.compile(r"\s*-?[0-9]+\s*(?:,\s*-?[0-9]+\s*)*")
 
 
 def echo(text: str, limit: int = 60) -> str:

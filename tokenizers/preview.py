@@ -80,12 +80,18 @@ def llamagen_rgb_projection(vq, grid: int | None = None, seed: int = 0) -> RGBPr
     return fit_rgb_projection(vq.quantize.lookup(tiles[:, 1:2, 1:2]), centre)
 
 
+def pad_raster(tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """The first n raster tokens (B, n) -> a full (B, grid, grid) token map, token 0 where none is generated yet."""
+    B, n = tokens.shape
+    full = torch.zeros(B, grid * grid, dtype=torch.long, device=tokens.device)
+    full[:, :n] = tokens
+    return full.view(B, grid, grid)
+
+
 @torch.no_grad()
 def raster_preview(vq, proj: RGBProjection, tokens: torch.Tensor, grid: int) -> torch.Tensor:
     """The first `n` raster tokens (B, n) of a grid x grid image -> previews (B, grid, grid, 3), the rest grey."""
     B, n = tokens.shape
-    full = torch.zeros(B, grid * grid, dtype=torch.long, device=tokens.device)
-    full[:, :n] = tokens
-    img = proj(vq.quantize.lookup(full.view(B, grid, grid)))
+    img = proj(vq.quantize.lookup(pad_raster(tokens, grid)))
     img.view(B, grid * grid, 3)[:, n:] = GREY
     return img
